@@ -1,0 +1,77 @@
+"""Separation scores on torch tensors [..., K, L] (sources on axis -2), batched.
+
+SI-SDR is computed on zero-mean signals (Le Roux et al., 2019). SDR is the BSS-eval v4 source-to-
+distortion ratio with a 512-tap distortion filter per source, computed as in fast_bss_eval: the
+estimate is projected on the span of the delayed references (Toeplitz normal equations).
+"""
+
+import itertools
+
+import torch
+
+EPS = 1e-8
+
+
+def _zero_mean(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(dim=-1, keepdim=True)
+
+
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant SDR in dB over the last axis (zero-mean signals)."""
+    estimate, reference = _zero_mean(estimate.double()), _zero_mean(reference.double())
+    scale = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, keepdim=True) + EPS)
+    target = scale * reference
+    noise = estimate - target
+    ratio = (target.pow(2).sum(-1) + EPS) / (noise.pow(2).sum(-1) + EPS)
+    return (10 * torch.log10(ratio)).float()
+
+
+def si_sdr_improvement(estimate: torch.Tensor, reference: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """SI-SDR of the estimate minus SI-SDR of the mixture, per source: estimate/reference [..., K, L], mixture [..., L]."""
+    return si_sdr(estimate, reference) - si_sdr(mixture.unsqueeze(-2).expand_as(reference), reference)
+
+
+def _autocorrelation(x: torch.Tensor, taps: int) -> torch.Tensor:
+    n = x.shape[-1]
+    size = 1 << (2 * n - 1).bit_length()
+    spec = torch.fft.rfft(x, size)
+    return torch.fft.irfft(spec.abs().pow(2), size)[..., :taps]
+
+
+def _crosscorrelation(reference: torch.Tensor, estimate: torch.Tensor, taps: int) -> torch.Tensor:
+    """c[k] = sum_n reference[n - k] * estimate[n] for k = 0..taps-1."""
+    n = reference.shape[-1]
+    size = 1 << (2 * n - 1).bit_length()
+    spec = torch.fft.rfft(estimate, size) * torch.fft.rfft(reference, size).conj()
+    return torch.fft.irfft(spec, size)[..., :taps]
+
+
+def sdr(estimate: torch.Tensor, reference: torch.Tensor, filter_length: int = 512, load_diag: float = 1e-5) -> torch.Tensor:
+    """BSS-eval SDR in dB: target = the estimate's projection on its own reference through a
+    `filter_length`-tap filter, distortion = everything else. Shapes [..., K, L] -> [..., K]."""
+    estimate, reference = estimate.double(), reference.double()
+    acf = _autocorrelation(reference, filter_length)
+    idx = torch.arange(filter_length, device=acf.device)
+    gram = acf[..., (idx[:, None] - idx[None, :]).abs()]  # Toeplitz [..., taps, taps]
+    gram = gram + load_diag * acf[..., :1, None] * torch.eye(filter_length, dtype=gram.dtype, device=gram.device)
+    xcorr = _crosscorrelation(reference, estimate, filter_length)
+    coef = torch.linalg.solve(gram, xcorr.unsqueeze(-1)).squeeze(-1)
+    target_energy = (coef * xcorr).sum(-1)
+    total = estimate.pow(2).sum(-1)
+    ratio = (target_energy + EPS) / (total - target_energy).clamp_min(0.0).add(EPS)
+    return (10 * torch.log10(ratio)).float()
+
+
+def best_permutation(estimate: torch.Tensor, reference: torch.Tensor, metric=si_sdr) -> torch.Tensor:
+    """For each item of a batch [B, K, L], the permutation p maximising mean_k metric(estimate[p[k]], reference[k])."""
+    k = reference.shape[-2]
+    # Score every (estimate i, reference j) pair once: [B, K_est, K_ref].
+    pairwise = metric(estimate.unsqueeze(-2), reference.unsqueeze(-3))
+    perms = torch.tensor(list(itertools.permutations(range(k))), device=pairwise.device)  # [P, K]
+    totals = pairwise[..., perms, torch.arange(k, device=pairwise.device)].sum(-1)  # [B, P]
+    return perms[totals.argmax(-1)]
+
+
+def permute_sources(estimate: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
+    """estimate [B, K, L] reordered so that source k is estimate[permutation[k]]."""
+    return torch.gather(estimate, -2, permutation[..., None].expand_as(estimate))

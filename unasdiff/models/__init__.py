@@ -1,0 +1,45 @@
+"""The prior network and loading of published checkpoints.
+
+    net = load_prior("checkpoints/speech/speech_source.pt", "speech")
+    eps = net(x_t, 5 * step, label)   # [B, L] -> [B, L]
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import group_entry
+from ..errors import UnasdiffError
+from .checkpoint import load_weights, read_state_dict
+from .network import TriplePathUNet
+
+__all__ = ["TriplePathUNet", "build_network", "load_prior", "prior_config"]
+
+
+def prior_config(config) -> DictConfig:
+    """A prior config from a name in configs/prior (e.g. "speech", "tiny_sound") or a mapping."""
+    if isinstance(config, str):
+        return group_entry("prior", config)
+    if isinstance(config, Mapping | DictConfig):
+        return OmegaConf.create(config if "net" in config else {"net": dict(config)})
+    raise TypeError(f"config must be a prior name or a mapping, not {type(config).__name__}")
+
+
+def build_network(config) -> TriplePathUNet:
+    """An untrained network with the architecture of a prior config."""
+    net_cfg = prior_config(config).net
+    return TriplePathUNet(**OmegaConf.to_container(net_cfg, resolve=True))
+
+
+def load_prior(path, config, weights: str | None = None) -> TriplePathUNet:
+    """The network of `config` with the weights in `path` (EMA weights by default), in eval mode."""
+    cfg = prior_config(config)
+    net = build_network(cfg)
+    path = Path(path)
+    if not path.is_file():
+        raise UnasdiffError(f"no checkpoint at {path}: put the prior's file there (see README, 'Published priors') "
+                            f"or pass the path of another")
+    state = read_state_dict(path, weights or cfg.get("weights", "ema"))
+    load_weights(net, state, source=str(path))
+    return net.eval().requires_grad_(False)

@@ -1,0 +1,97 @@
+"""Reading and writing prior checkpoints.
+
+A checkpoint is untrusted input: it is opened with `torch.load(weights_only=True)`, so a file that
+would run code when unpickled is refused. Accepted layouts: the published `{"model", "ema", ...}`
+dict, a plain state dict, and keys prefixed by `module.` (DDP) or `_orig_mod.` (torch.compile).
+"""
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UnasdiffError
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+MAX_LISTED = 5
+
+
+def read_state_dict(path, weights: str = "ema") -> dict[str, torch.Tensor]:
+    """The network weights stored in `path`; `weights` picks "ema" or "model" of a training checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnasdiffError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnasdiffError(f"refused {path}: not a weights-only checkpoint ({_unpickler_reason(err)}); a checkpoint "
+                            "may hold only tensors and plain containers, since other pickled objects could run code") from None
+    except Exception as err:  # a truncated or non-checkpoint file
+        raise UnasdiffError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    if not isinstance(payload, dict):
+        raise UnasdiffError(f"{path} holds a {type(payload).__name__}, not a state dict")
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', not {weights!r}")
+    if "model" in payload or "ema" in payload:
+        state = payload.get(weights, payload.get("model"))
+    else:
+        state = payload
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UnasdiffError(f"{path} is not a network state dict (expected tensors under 'model'/'ema' or at top level)")
+    return {_strip_prefixes(k): v for k, v in state.items()}
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The first sentence of what torch's weights-only unpickler objected to (not its advice)."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    reason = text.split(marker, 1)[1] if marker in text else text
+    reason = " ".join(reason.split())
+    reason = reason.split(" Check the documentation")[0]
+    return reason.split(". ")[0].rstrip(".") or type(err).__name__
+
+
+def _strip_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strict load that names the first mismatches (missing, unexpected, wrong shape) in one line."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if items:
+            more = f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
+            problems.append(f"{len(items)} {what}: {', '.join(items[:MAX_LISTED])}{more}")
+    if problems:
+        raise UnasdiffError(f"{source} does not fit this network config: {'; '.join(problems)}")
+    net.load_state_dict(state)
+
+
+def atomic_torch_save(obj, path) -> None:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
