@@ -1,0 +1,32 @@
+"""Separate a mixture (or a folder of them) with diffusion source priors.
+
+    python scripts/separate.py task=speech_sound mixture=path/to/mix.wav labels=[null,Bark]
+    python scripts/separate.py task=sound_sound mixture=mix.wav sampler=dps sampler.steps=50
+
+Settings: configs/separate.yaml (and the task/, sampler/, prior/ groups). The work: unasdiff/separate.py.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from unasdiff.errors import UnasdiffError
+
+
+@hydra.main(config_path="../configs", config_name="separate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from unasdiff.separate import run
+
+    try:
+        failures = run(cfg)
+    except UnasdiffError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    if failures:
+        print(f"error: {failures} file(s) could not be separated (see the log above)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The posterior sampler: the reference's guided step, the schedule, and behaviour on awkward input."""
+
+import json
+
+import pytest
+import torch
+
+from unasdiff.diffusion import DiffusionSchedule
+from unasdiff.diffusion.gaussian import (GaussianPrior, GaussianSource, bandpass, lowpass, posterior_sample,
+                                        posterior_spread, wiener)
+from unasdiff.errors import UnasdiffError
+from unasdiff.metrics import si_sdr
+from unasdiff.separation import RULES, ReconstructionObjective, SourcePriors, guided_step, make_rule, separate
+
+
+@pytest.fixture(scope="module")
+def step_vectors(data_dir):
+    return torch.load(data_dir / "hybrid_step_vectors.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("key", ["step150", "step60", "step0"])
+def test_hybrid_step_matches_reference(key, step_vectors, tiny_speech, tiny_sound):
+    v = step_vectors[key]
+    priors = SourcePriors([tiny_speech, tiny_sound], v["labels"].tolist())
+    out = guided_step(priors, DiffusionSchedule.linear(), v["step"], v["x_t"][None], v["mixture"][None],
+                      v["noise"][None], make_rule("hybrid"), ReconstructionObjective())
+    for name, ref in [("x0", "x0_hat"), ("mean", "mean"), ("x_next", "x_next")]:
+        assert (getattr(out, name)[0] - v[ref]).abs().max().item() <= 1e-4, name
+    assert out.loss.item() == pytest.approx(v["loss"].item(), abs=1e-4 * v["loss"].item())
+
+
+def test_schedule_matches_reference(data_dir):
+    ref = json.loads((data_dir / "schedule.json").read_text())
+    s = DiffusionSchedule.linear(ref["T"], ref["beta_start"], ref["beta_end"])
+    assert torch.allclose(s.betas, torch.tensor(ref["betas"]), atol=1e-9)
+    assert torch.allclose(s.alphas_cumprod, torch.tensor(ref["alphas_cumprod"]), atol=1e-6)
+    assert torch.allclose(s.posterior_variance, torch.tensor(ref["posterior_variance"], dtype=torch.float32), atol=1e-7)
+    hybrid = make_rule("hybrid")
+    strengths = torch.tensor([hybrid.strength(v ** 0.5) for v in s.posterior_variance.tolist()], dtype=torch.float64)
+    assert torch.allclose(strengths, torch.tensor(ref["smooth_max_schedule"], dtype=torch.float64), rtol=1e-5)
+    assert torch.allclose(64000 ** 0.5 * strengths, torch.tensor(ref["hybrid_radius_L64000"], dtype=torch.float64), rtol=1e-5)
+    assert s.time_input(149) == 745
+
+
+def test_respacing_keeps_the_schedule_ends():
+    full = DiffusionSchedule.linear()
+    assert full.respaced(200) is full
+    short = full.respaced(25)
+    assert len(short) == 25 and short.timesteps[0] == 0 and short.timesteps[-1] == 199
+    assert torch.allclose(short.alphas_cumprod, full.alphas_cumprod[short.timesteps], rtol=1e-5)
+    assert short.time_input(24) == 995
+    assert short.position_of_step(149) == int((short.timesteps <= 149).nonzero()[-1])
+
+
+# --- the Gaussian oracle: exact priors, so the sampler is the only source of error ---
+
+@pytest.fixture(scope="module")
+def oracle():
+    rms = 10 ** (-22 / 20)
+    sources = [GaussianSource(lowpass(1000.0), rms), GaussianSource(bandpass(2500.0, 1500.0), rms)]
+    g = torch.Generator().manual_seed(0)
+    truth = torch.stack([s.draw(6, 4000, g) for s in sources], dim=1)
+    return sources, truth, truth.sum(1)
+
+
+def test_oracle_limits(oracle):
+    sources, truth, mixture = oracle
+    w = si_sdr(wiener(mixture, sources), truth).mean()
+    p = si_sdr(posterior_sample(mixture, sources, torch.Generator().manual_seed(1)), truth).mean()
+    m = si_sdr(mixture[:, None].expand_as(truth), truth).mean()
+    assert m.abs() < 1.0 and w > m + 4 and 2.0 < w - p < 4.0  # a posterior sample is ~3 dB below Wiener
+
+
+def test_hybrid_reaches_the_exact_posterior_on_the_oracle(oracle):
+    sources, truth, mixture = oracle
+    exact = si_sdr(posterior_sample(mixture, sources, torch.Generator().manual_seed(1)), truth).mean()
+    est = separate(mixture, [GaussianPrior(s) for s in sources], scale=0.3, floor=0.005,
+                   generator=torch.Generator().manual_seed(2))
+    assert si_sdr(est, truth).mean() > exact - 0.5
+    # and it is still a sampler: its distance from the posterior mean is of the exact posterior's size
+    assert 0.5 < posterior_spread(est, mixture, sources) < 1.5
+
+
+def test_msdm_dirac_satisfies_the_mixture_exactly(oracle):
+    sources, truth, mixture = oracle
+    est = separate(mixture, [GaussianPrior(s) for s in sources], method="msdm_dirac", steps=50,
+                   generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(est.sum(1), mixture, atol=1e-5)
+    assert si_sdr(est, truth).mean() > si_sdr(mixture[:, None].expand_as(truth), truth).mean() + 1.0
+
+
+def test_averaging_samples_moves_towards_wiener(oracle):
+    sources, truth, mixture = oracle
+    priors = [GaussianPrior(s) for s in sources]
+    mean, samples = separate(mixture, priors, steps=50, scale=0.4, floor=0.008, n_samples=4, return_samples=True,
+                             generator=torch.Generator().manual_seed(3))
+    assert samples.shape == (6, 4, 2, 4000)
+    assert torch.allclose(mean, samples.mean(1))
+    single = si_sdr(samples[:, 0], truth).mean()
+    assert si_sdr(mean, truth).mean() > single + 1.0
+
+
+# --- every method, with the tiny networks ---
+
+@pytest.mark.parametrize("method", sorted(RULES))
+@pytest.mark.parametrize("init", ["mixture", "noise", "raw_mixture"])
+def test_every_method_and_init_returns_finite_sources(method, init, tiny_speech, tiny_sound):
+    mixture = 0.05 * torch.randn(2, 3000)
+    out = separate(mixture, [tiny_speech, tiny_sound], [None, 23], method=method, init=init, steps=4,
+                   generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 2, 3000) and torch.isfinite(out).all()
+
+
+def test_same_seed_same_result_and_silence_stays_silent(tiny_speech, tiny_sound):
+    mixture = 0.05 * torch.randn(3, 2000)
+    mixture[1] = 0.0
+    runs = [separate(mixture, [tiny_speech, tiny_sound], [0, 5], steps=3, generator=torch.Generator().manual_seed(7))
+            for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0][1], torch.zeros(2, 2000))
+    single = separate(mixture[0], [tiny_speech, tiny_sound], [0, 5], steps=3, generator=torch.Generator().manual_seed(7))
+    assert single.shape == (2, 2000)
+
+
+def test_a_shared_prior_is_called_once_per_step_with_its_labels():
+    calls = []
+
+    def prior(x, t, label):
+        calls.append((x.shape[0], None if label is None else label.tolist()))
+        return torch.zeros_like(x)
+
+    separate(torch.randn(2, 500) * 0.1, [prior, prior, prior], [3, 7, 1], steps=2)
+    assert calls == [(6, [3, 7, 1, 3, 7, 1])] * 2
+
+
+def test_nonfinite_prior_output_stops_with_the_step():
+    def broken(x, t, label):
+        return torch.full_like(x, float("nan"))
+
+    with pytest.raises(UnasdiffError, match="NaN/inf at step 199"):
+        separate(torch.randn(1, 500) * 0.1, [broken, broken], steps=10)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown method 'hybird'"):
+        make_rule("hybird")
+    with pytest.raises(TypeError, match="'dps' takes .*zeta.*not \\['floor'\\]"):
+        make_rule("dps", floor=0.1)
+    with pytest.raises(ValueError, match="unknown init"):
+        separate(torch.randn(1, 500), [lambda x, t, l: x], init="zeros", steps=2)
+    with pytest.raises(ValueError, match="steps must be in 1..200"):
+        separate(torch.randn(1, 500), [lambda x, t, l: x], steps=0)

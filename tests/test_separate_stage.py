@@ -1,0 +1,125 @@
+"""scripts/separate.py and the stage behind it, with the tiny reference networks as priors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from helpers import TINY_SEPARATE, compose_config
+from unasdiff.errors import UnasdiffError
+from unasdiff.separate import run
+from unasdiff.separation.windows import separate_in_windows, window_starts
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _write(path, seconds=0.7, rate=44100, channels=2, level=0.1):
+    rng = np.random.default_rng(0)
+    data = level * rng.standard_normal((int(seconds * rate), channels)).astype(np.float32)
+    sf.write(path, data, rate, subtype="PCM_24")
+    return path
+
+
+def test_separates_a_stereo_44k_file_into_wavs_png_and_json(tmp_path):
+    mix = _write(tmp_path / "mix.wav")
+    cfg = compose_config("separate", TINY_SEPARATE + [f"mixture={mix}", f"output_dir={tmp_path / 'out'}",
+                                                      "labels=[null,Bark]"])
+    assert run(cfg) == 0
+    out = tmp_path / "out"
+    for name in ["source_0_speech.wav", "source_1_Bark.wav"]:
+        info = sf.info(out / name)
+        assert info.samplerate == 44100 and info.frames == int(0.7 * 44100) and info.channels == 1
+    assert (out / "spectrograms.png").stat().st_size > 10_000
+    summary = json.loads((out / "separation.json").read_text())
+    assert summary["labels"] == [None, 23] and summary["config"]["sampler"]["method"] == "hybrid"
+
+
+def test_auto_label_picks_and_reports_a_sound_class(tmp_path):
+    mix = _write(tmp_path / "mix.wav", channels=1, rate=16000)
+    cfg = compose_config("separate", TINY_SEPARATE + [f"mixture={mix}", f"output_dir={tmp_path}", "task=sound_sound"])
+    assert run(cfg) == 0
+    summary = json.loads((tmp_path / "separation.json").read_text())
+    first, second = summary["auto_labels"]["sound"]["chosen"]
+    assert first != second and summary["sources"] == [first, second]
+    assert len(summary["auto_labels"]["sound"]["top5_error"]) == 5
+
+
+def test_silent_input_gives_silent_sources(tmp_path):
+    mix = tmp_path / "silence.wav"
+    sf.write(mix, np.zeros(8000, np.float32), 16000)
+    cfg = compose_config("separate", TINY_SEPARATE + [f"mixture={mix}", f"output_dir={tmp_path}", "labels=[null,3]"])
+    assert run(cfg) == 0
+    for wav in tmp_path.glob("source_*.wav"):
+        assert not sf.read(wav)[0].any()
+
+
+def test_a_folder_skips_bad_files_and_does_the_rest(tmp_path):
+    folder = tmp_path / "mixes"
+    folder.mkdir()
+    _write(folder / "a.wav", channels=1)
+    (folder / "b.wav").write_text("not audio")
+    cfg = compose_config("separate", TINY_SEPARATE + [f"mixture={folder}", f"output_dir={tmp_path / 'out'}",
+                                                      "labels=[null,0]"])
+    assert run(cfg) == 1
+    assert (tmp_path / "out" / "a" / "source_1_Hi-hat.wav").exists()
+    assert not (tmp_path / "out" / "b").exists()
+
+
+def test_missing_published_checkpoint_says_where_to_put_it(tmp_path):
+    mix = _write(tmp_path / "mix.wav", channels=1)
+    cfg = compose_config("separate", [f"mixture={mix}", "priors.speech=speech"])
+    with pytest.raises(UnasdiffError, match=r"put the published file speech_source.pt there.*checkpoints.speech=PATH"):
+        run(cfg)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["mixture=/no/such/file.wav"], "error: mixture not found: /no/such/file.wav"),
+    (["labels=[null,Barking]"], "error: unknown class 'Barking'"),
+])
+def test_script_fails_with_one_line(tmp_path, args, message):
+    mix = _write(tmp_path / "mix.wav", channels=1)
+    cmd = [sys.executable, str(REPO / "scripts" / "separate.py"), f"mixture={mix}", f"output_dir={tmp_path}",
+           f"hydra.run.dir={tmp_path / 'hydra'}", *TINY_SEPARATE, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+
+
+# --- windows ---
+
+@pytest.mark.parametrize("length", [100, 4000, 4001, 9999, 20000])
+@pytest.mark.parametrize("overlap", [0.0, 0.5, 0.25])
+def test_windows_join_without_seams(length, overlap):
+    x = torch.randn(length)
+
+    def fixed_split(windows):  # a "separator" that splits each window 30/70
+        return torch.stack([0.3 * windows, 0.7 * windows], dim=1)
+
+    out = separate_in_windows(x, fixed_split, window=4000, overlap=overlap, batch=3)
+    assert out.shape == (2, length)
+    assert torch.allclose(out, torch.stack([0.3 * x, 0.7 * x]), atol=1e-6)
+
+
+def test_windows_of_same_class_sources_are_aligned():
+    t = torch.arange(30000) / 16000
+    truth = torch.stack([torch.sin(2 * torch.pi * 300 * t), torch.sign(torch.sin(2 * torch.pi * 7 * t))])
+    window, overlap = 8000, 0.5
+    starts = iter(window_starts(30000, window, 4000))
+    padded = torch.nn.functional.pad(truth, (0, window))
+    count = iter(range(100))
+
+    def swapping(windows):  # the true sources of each window, in a different order every other window
+        out = []
+        for _ in windows:
+            start = next(starts)
+            pair = padded[:, start:start + window]
+            out.append(pair.flip(0) if next(count) % 2 else pair)
+        return torch.stack(out)
+
+    out = separate_in_windows(truth.sum(0), swapping, window=window, overlap=overlap, batch=2, align=True)
+    assert torch.allclose(out, truth, atol=1e-5)

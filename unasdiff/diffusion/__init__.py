@@ -1,0 +1,3 @@
+from .schedule import DiffusionSchedule
+
+__all__ = ["DiffusionSchedule"]

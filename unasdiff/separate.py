@@ -1,0 +1,221 @@
+"""The separation stage: mixture files in, one folder of wavs, a spectrogram and a JSON out each.
+
+scripts/separate.py composes the config and calls `run(cfg)`. The path of one mixture:
+load_audio (mono, 16 kHz) -> level to the priors' training range -> separate_in_windows (4 s windows,
+each through unasdiff.separation.separate) -> undo the level -> back to the input's rate -> files.
+"""
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .audio import AUDIO_SUFFIXES, gain_to_rms, is_silent, load_audio, resample, write_audio
+from .config import CONFIG_DIR
+from .data.labels import class_names, label_index
+from .errors import UnasdiffError
+from .models import load_prior, prior_config
+from .plots import plot_spectrograms
+from .separation import separate
+from .separation.classify import choose_labels, denoising_errors
+from .separation.windows import separate_in_windows
+
+log = logging.getLogger(__name__)
+REPO_ROOT = CONFIG_DIR.parent
+
+
+@dataclass
+class Prior:
+    role: str  # "speech", "sound"
+    config: DictConfig
+    checkpoint: Path
+    net: torch.nn.Module
+
+    @property
+    def classes(self):
+        return class_names(self.config.get("classes"))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UnasdiffError(f"device={name} was asked for but CUDA is not available; use device=cpu")
+    return torch.device(name)
+
+
+def checkpoint_path(role: str, prior_cfg: DictConfig, override) -> Path:
+    """The checkpoint to load: the override (relative to the working directory) or the prior
+    config's own path (relative to the repository)."""
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise UnasdiffError(f"no checkpoint at {path} (checkpoints.{role})")
+        return path
+    path = REPO_ROOT / prior_cfg.checkpoint
+    if not path.is_file():
+        raise UnasdiffError(f"no {role} prior at {path}: put the published file {Path(prior_cfg.checkpoint).name} there "
+                            f"(see README, 'Published priors') or pass checkpoints.{role}=PATH")
+    return path
+
+
+def load_priors(cfg: DictConfig, device: torch.device) -> dict[str, Prior]:
+    """One network per prior role the task uses (shared by all sources of that role)."""
+    priors = {}
+    for role in dict.fromkeys(cfg.task.sources):
+        if role not in cfg.priors:
+            raise UnasdiffError(f"task {cfg.task.name} needs a '{role}' prior; set priors.{role}=<config in configs/prior>")
+        prior_cfg = prior_config(cfg.priors[role])
+        path = checkpoint_path(role, prior_cfg, cfg.checkpoints.get(role))
+        net = load_prior(path, prior_cfg).to(device)
+        log.info("%s prior: %s (%s)", role, path, prior_cfg.name)
+        priors[role] = Prior(role, prior_cfg, path, net)
+    return priors
+
+
+def given_labels(cfg: DictConfig, priors: dict[str, Prior]) -> list:
+    """Each source's label as configured: an index, None, or "auto" (checked once, before any file)."""
+    roles, wanted = list(cfg.task.sources), list(cfg.labels)
+    if len(wanted) != len(roles):
+        raise UnasdiffError(f"labels has {len(wanted)} entries but task {cfg.task.name} has {len(roles)} sources "
+                            f"({', '.join(roles)})")
+    return [lab if lab is None or lab == "auto" else label_index(lab, priors[r].classes, priors[r].net.num_classes)
+            for r, lab in zip(roles, wanted)]
+
+
+def resolve_auto_labels(cfg: DictConfig, priors: dict[str, Prior], labels: list, mixture: torch.Tensor,
+                        generator: torch.Generator) -> tuple[list, dict]:
+    """Replace every "auto" label by the classifier's choice (distinct classes within a prior)."""
+    roles = list(cfg.task.sources)
+    labels, report = list(labels), {}
+    for role in dict.fromkeys(r for r, lab in zip(roles, labels) if lab == "auto"):
+        prior = priors[role]
+        slots = [k for k, (r, lab) in enumerate(zip(roles, labels)) if r == role and lab == "auto"]
+        taken = {lab for r, lab in zip(roles, labels) if r == role and lab not in (None, "auto")}
+        names = prior.classes
+        candidates = [c for c in range(len(names) if names else prior.net.num_classes) if c not in taken]
+        errors = denoising_errors(prior.net, mixture, candidates, list(cfg.auto_label.steps), cfg.auto_label.draws,
+                                  generator=generator)
+        chosen = choose_labels(errors, candidates, len(slots))
+        for k, c in zip(slots, chosen):
+            labels[k] = c
+        ranking = [(names[c] if names else c, round(errors[candidates.index(c)].item(), 5))
+                   for c in choose_labels(errors, candidates, min(5, len(candidates)))]
+        report[role] = {"chosen": [names[c] if names else c for c in chosen], "top5_error": ranking}
+        log.info("labels=auto for %s: chose %s (lowest denoising error of %d classes)",
+                 role, report[role]["chosen"], len(candidates))
+    return labels, report
+
+
+def source_names(cfg: DictConfig, priors: dict[str, Prior], labels: list) -> list[str]:
+    names = []
+    for role, label in zip(cfg.task.sources, labels):
+        classes = priors[role].classes
+        names.append(classes[label] if classes and label is not None and label < len(classes) else role)
+    return names
+
+
+def separate_waveform(mixture: torch.Tensor, cfg: DictConfig, priors: dict[str, Prior], labels: list,
+                      generator: torch.Generator) -> torch.Tensor:
+    """mixture [L] at the priors' rate, already at the working level -> sources [K, L]."""
+    sampler = cfg.sampler
+    nets = [priors[role].net for role in cfg.task.sources]
+
+    def separate_windows(windows):
+        return separate(windows, nets, labels, method=sampler.method, steps=sampler.steps, init=sampler.init,
+                        n_samples=sampler.n_samples, generator=generator, init_step=sampler.init_step,
+                        start_step=sampler.start_step, objective=dict(sampler.objective),
+                        progress=cfg.progress, **sampler.rules[sampler.method])
+
+    window = int(cfg.window.seconds * cfg.sample_rate)
+    return separate_in_windows(mixture, separate_windows, window, cfg.window.overlap, cfg.window.batch,
+                               align=bool(cfg.task.permutation_invariant), progress=cfg.progress)
+
+
+def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, Prior], labels: list,
+                  device: torch.device) -> dict:
+    """Separate one file into out_dir; returns the summary that is also written as separation.json."""
+    started = time.perf_counter()
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    mixture, info = load_audio(path, cfg.sample_rate)
+    mixture = mixture.to(device)
+    k = len(cfg.task.sources)
+    target = cfg.level.source_dbfs + 10 * math.log10(k)
+    gain = gain_to_rms(mixture, target).item() if cfg.level.normalize else 1.0
+    silent = bool(is_silent(mixture))
+    if silent:
+        log.warning("%s is silent: its sources are silent", path)
+        labels, auto = [None if lab == "auto" else lab for lab in labels], {}
+        sources = torch.zeros(k, mixture.shape[-1], device=device)
+    else:
+        labels, auto = resolve_auto_labels(cfg, priors, labels, gain * mixture, generator)
+        sources = separate_waveform(gain * mixture, cfg, priors, labels, generator) / gain
+    names = source_names(cfg, priors, labels)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    original = resample(sources.cpu().numpy(), cfg.sample_rate, info.sample_rate)[..., :info.frames]
+    files = []
+    for i, (name, wave) in enumerate(zip(names, original)):
+        files.append(str(write_audio(out_dir / f"source_{i}_{name}.wav", wave, info.sample_rate, cfg.write.subtype)))
+    if cfg.write.spectrogram:
+        panels = {"mixture": mixture.cpu(), **{f"source {i}: {n}": s.cpu() for i, (n, s) in enumerate(zip(names, sources))}}
+        files.append(str(plot_spectrograms(panels, cfg.sample_rate, out_dir / "spectrograms.png", title=path.name)))
+    summary = {
+        "mixture": str(path), "input": {"sample_rate": info.sample_rate, "channels": info.channels,
+                                        "frames": info.frames, "subtype": info.subtype},
+        "sources": names, "labels": labels, "auto_labels": auto, "silent_input": silent,
+        "level_gain": gain, "priors": {r: {"config": p.config.name, "checkpoint": str(p.checkpoint)}
+                                       for r, p in priors.items()},
+        "device": str(device), "seconds": round(time.perf_counter() - started, 2), "files": files,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    _write_json(out_dir / "separation.json", summary)
+    return summary
+
+
+def mixture_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not files:
+            raise UnasdiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {path}")
+        return files
+    if not path.exists():
+        raise UnasdiffError(f"mixture not found: {path}")
+    return [path]
+
+
+def run(cfg: DictConfig) -> int:
+    """Separate cfg.mixture (a file or a folder). In a folder a bad file is reported and skipped;
+    returns the number of such failures. Errors of the set-up (config, checkpoints, a single file) raise."""
+    device = pick_device(cfg.device)
+    source = Path(cfg.mixture).expanduser()
+    files = mixture_files(source)
+    priors = load_priors(cfg, device)
+    labels = given_labels(cfg, priors)
+    out_root = Path(cfg.output_dir)
+    if not source.is_dir():
+        summary = separate_file(source, out_root, cfg, priors, labels, device)
+        print(f"{source.name}: {', '.join(summary['sources'])} -> {out_root}/ ({summary['seconds']} s)")
+        return 0
+    failures = 0
+    for path in files:
+        out_dir = out_root / path.stem
+        try:
+            summary = separate_file(path, out_dir, cfg, priors, labels, device)
+        except UnasdiffError as err:
+            failures += 1
+            log.error("skipped %s: %s", path, err)
+            continue
+        print(f"{path.name}: {', '.join(summary['sources'])} -> {out_dir}/ ({summary['seconds']} s)")
+    return failures
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)

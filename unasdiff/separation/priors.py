@@ -1,0 +1,46 @@
+"""K source priors acting together on x [B, K, L].
+
+A prior is any callable `(x_t [B, L], t [B], label [B] | None) -> eps [B, L]`, with t the network
+time input (5 x step for T = 200): a trained network or an analytic model. Sources that share one
+prior object are evaluated in one batched call.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+Prior = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+class SourcePriors:
+    def __init__(self, priors: Sequence[Prior], labels: Sequence[int | None] | None = None):
+        if len(priors) == 0:
+            raise ValueError("at least one prior is needed")
+        labels = list(labels) if labels is not None else [None] * len(priors)
+        if len(labels) != len(priors):
+            raise ValueError(f"{len(priors)} priors but {len(labels)} labels")
+        self.priors, self.labels = list(priors), labels
+        # one call per distinct prior object: (prior, source indices, labels of those sources or None)
+        self.groups = []
+        for prior in {id(p): p for p in priors}.values():
+            idx = [k for k, p in enumerate(priors) if p is prior]
+            group_labels = [labels[k] for k in idx]
+            label_tensor = None if all(lab is None for lab in group_labels) else torch.tensor(
+                [0 if lab is None else int(lab) for lab in group_labels])
+            self.groups.append((prior, idx, label_tensor))
+
+    def __len__(self) -> int:
+        return len(self.priors)
+
+    def eps(self, x: torch.Tensor, time_input: int) -> torch.Tensor:
+        """Predicted noise of every source: x [B, K, L] -> [B, K, L]."""
+        batch, _, length = x.shape
+        pieces = [None] * len(self)
+        for prior, idx, labels in self.groups:
+            flat = x[:, idx].reshape(batch * len(idx), length)
+            t = torch.full((flat.shape[0],), time_input, device=x.device, dtype=torch.long)
+            lab = None if labels is None else labels.to(x.device).repeat(batch)
+            eps = prior(flat, t, lab).reshape(batch, len(idx), length)
+            for j, k in enumerate(idx):
+                pieces[k] = eps[:, j]
+        return torch.stack(pieces, dim=1)
