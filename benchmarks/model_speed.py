@@ -49,8 +49,11 @@ def measure(mode: str, batch: int, device: str, precision: str, attention: str, 
     from torch.utils.flop_counter import FlopCounterMode
 
     from unasdiff.models import build_network
+    from unasdiff.runtime import tune_cpu_allocator
 
     device = torch.device(device)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # as scripts/ do
     net = build_network({**_speech_net(), "precision": precision}).to(device)
     for p in net.parameters():  # trained-like non-zero weights (new networks start with zero adaLN)
         torch.nn.init.normal_(p, std=0.02)

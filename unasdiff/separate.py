@@ -21,6 +21,7 @@ from .data.labels import class_names, label_index
 from .errors import UnasdiffError
 from .models import load_prior, prior_config
 from .plots import plot_spectrograms
+from .runtime import pick_device, tune_cpu_allocator
 from .separation import separate
 from .separation.classify import choose_labels, denoising_errors
 from .separation.windows import separate_in_windows
@@ -39,14 +40,6 @@ class Prior:
     @property
     def classes(self):
         return class_names(self.config.get("classes"))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UnasdiffError(f"device={name} was asked for but CUDA is not available; use device=cpu")
-    return torch.device(name)
 
 
 def checkpoint_path(role: str, prior_cfg: DictConfig, override) -> Path:
@@ -193,6 +186,8 @@ def run(cfg: DictConfig) -> int:
     """Separate cfg.mixture (a file or a folder). In a folder a bad file is reported and skipped;
     returns the number of such failures. Errors of the set-up (config, checkpoints, a single file) raise."""
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     source = Path(cfg.mixture).expanduser()
     files = mixture_files(source)
     priors = load_priors(cfg, device)

@@ -18,24 +18,19 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 @functools.lru_cache(maxsize=64)
-def _rope_tables(length: int, head_dim: int, device: torch.device):
-    """Per position p and channel: cos(angle) and (-sin, +sin)(angle) for the pair (2j, 2j+1),
-    angle = p * 10000^(-2j/d), in float32: two [S, 1, d] tables."""
+def _rotations(length: int, head_dim: int, device: torch.device) -> torch.Tensor:
+    """exp(i p 10000^(-2j/d)) for positions p and pairs j, computed in float32: complex [S, 1, d/2]."""
     inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None]
-    cos = torch.cos(angles).repeat_interleave(2, dim=-1)
-    sin = torch.stack((-torch.sin(angles), torch.sin(angles)), dim=-1).flatten(-2)
-    return cos[:, None, :], sin[:, None, :]
+    return torch.polar(torch.ones_like(angles), angles)[:, None, :]
 
 
 def apply_rope(x: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs (2j, 2j+1) of each head vector of x [N, S, H, d] by its position,
-    as the complex product (a + ib)(cos + i sin)."""
+    """Rotate consecutive pairs (2j, 2j+1) of each head vector of x [N, S, H, d] by its position:
+    each pair is a complex number multiplied by exp(i * angle), in one pass."""
     n, s, h, d = x.shape
-    cos, sin = _rope_tables(s, d, x.device)
-    x32 = x.float()
-    swapped = x32.reshape(n, s, h, d // 2, 2).flip(-1).reshape(n, s, h, d)  # (b, a) for each pair (a, b)
-    return torch.addcmul(x32 * cos, swapped, sin).to(x.dtype)
+    pairs = torch.view_as_complex(x.float().reshape(n, s, h, d // 2, 2))
+    return torch.view_as_real(pairs * _rotations(s, d, x.device)).reshape(n, s, h, d).to(x.dtype)
 
 
 def _use_flash_attn(q: torch.Tensor) -> bool:

@@ -132,7 +132,8 @@ class UDiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.fullatt is not None:
             x = self.fullatt(x, c)
-        x = self.freatt(x.transpose(1, 2), c).transpose(1, 2)
+        # one explicit layout switch each way: [B, F, T, W] <-> [B, T, F, W]
+        x = self.freatt(x.transpose(1, 2).contiguous(), c).transpose(1, 2).contiguous()
         return self.timeatt(x, c)
 
 
