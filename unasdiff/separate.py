@@ -130,6 +130,17 @@ def separate_waveform(mixture: torch.Tensor, cfg: DictConfig, priors: dict[str, 
                                align=bool(cfg.task.permutation_invariant), progress=cfg.progress)
 
 
+def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> float:
+    """The factor that brings the mixture to the level the priors work at (see configs/separate.yaml)."""
+    if level.mode == "rms":
+        return gain_to_rms(mixture, level.source_dbfs + 10 * math.log10(num_sources)).item()
+    if level.mode == "peak":
+        return level.peak_target / mixture.abs().max().item()
+    if level.mode == "none":
+        return 1.0
+    raise UnasdiffError(f"level.mode must be rms, peak or none, not {level.mode!r}")
+
+
 def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, Prior], labels: list,
                   device: torch.device) -> dict:
     """Separate one file into out_dir; returns the summary that is also written as separation.json."""
@@ -138,9 +149,8 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     mixture, info = load_audio(path, cfg.sample_rate)
     mixture = mixture.to(device)
     k = len(cfg.task.sources)
-    target = cfg.level.source_dbfs + 10 * math.log10(k)
-    gain = gain_to_rms(mixture, target).item() if cfg.level.normalize else 1.0
     silent = bool(is_silent(mixture))
+    gain = 1.0 if silent else working_gain(mixture, cfg.level, k)
     if silent:
         log.warning("%s is silent: its sources are silent", path)
         labels, auto = [None if lab == "auto" else lab for lab in labels], {}

@@ -1,0 +1,126 @@
+"""Training examples: random crops of clean single-source audio at the priors' rate and level.
+
+Every random choice (which clip, which span, where to crop, the level) is a function of the item's
+position in an endless stream of shuffled epochs and the seed. So a run resumed at step s, or split
+over N processes, sees exactly the examples an uninterrupted single-process run would.
+"""
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import load_audio
+from ..errors import UnasdiffError
+from .corpora import Clip
+from .spans import SpanSettings, active_spans, span_probabilities
+
+log = logging.getLogger(__name__)
+
+
+class ResampledCache:
+    """Mono audio at the model rate, resampled once and kept as .npy files (atomic writes)."""
+
+    def __init__(self, sample_rate: int, folder: str | Path | None):
+        self.sample_rate = sample_rate
+        self.folder = Path(folder).expanduser() if folder else None
+
+    def _key(self, path: Path) -> str:
+        stat = path.stat()
+        return hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}".encode()).hexdigest()
+
+    def load(self, path: Path) -> np.ndarray:
+        if self.folder is None:
+            return load_audio(path, self.sample_rate)[0].numpy()
+        cached = self.folder / f"{self._key(path)}.npy"
+        if cached.exists():
+            return np.load(cached)
+        audio = load_audio(path, self.sample_rate)[0].numpy()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, audio)
+        os.replace(tmp, cached)
+        return audio
+
+
+class CropStream(torch.utils.data.Dataset):
+    """Item p of an endless stream: epoch p // N visits the clips in a seeded random order.
+
+    Returns (waveform [L] float32, label (-1 for none), valid, position). A clip that cannot be read
+    gives a silent example with valid=False (the training step leaves it out and counts it)."""
+
+    def __init__(self, clips: list[Clip], sample_rate: int = 16000, seconds: float = 4.0,
+                 level_dbfs: tuple[float, float] = (-25.0, -20.0), cache_dir=None, seed: int = 0,
+                 spans: SpanSettings = SpanSettings()):
+        if not clips:
+            raise UnasdiffError("no training clips")
+        self.clips, self.seed, self.span_settings = clips, seed, spans
+        self.length = int(round(seconds * sample_rate))
+        self.level_dbfs = tuple(level_dbfs)
+        self.cache = ResampledCache(sample_rate, cache_dir)
+        self.sample_rate = sample_rate
+        self._spans: dict[int, tuple[list, list]] = {}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def clip_index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.clips))
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.clips))
+        return int(order[offset])
+
+    def __getitem__(self, position: int):
+        index = self.clip_index(position)
+        clip = self.clips[index]
+        rng = np.random.default_rng([self.seed, position, 1])
+        try:
+            audio = self.cache.load(clip.path)
+        except (UnasdiffError, OSError) as err:
+            log.warning("skipped a training clip: %s", err)
+            return torch.zeros(self.length), -1 if clip.label is None else clip.label, False, position
+        crop = self.crop(audio, index, rng)
+        level = rng.uniform(*self.level_dbfs)
+        rms = float(np.sqrt(np.mean(crop.astype(np.float64) ** 2)))
+        if rms > 0:
+            crop = crop * (10 ** (level / 20) / rms)
+        return torch.from_numpy(crop.astype(np.float32)), -1 if clip.label is None else clip.label, True, position
+
+    def crop(self, audio: np.ndarray, index: int, rng: np.random.Generator) -> np.ndarray:
+        """A window of self.length samples containing a point drawn from an active span (by length);
+        shorter clips are placed at a random offset in silence."""
+        n = len(audio)
+        if n <= self.length:
+            out = np.zeros(self.length, dtype=np.float32)
+            start = int(rng.integers(0, self.length - n + 1))
+            out[start:start + n] = audio
+            return out
+        if index not in self._spans:
+            spans = active_spans(audio, self.sample_rate, self.span_settings) or [(0.0, n / self.sample_rate)]
+            self._spans[index] = (spans, span_probabilities(spans))
+        spans, probs = self._spans[index]
+        start_s, end_s = spans[int(rng.choice(len(spans), p=probs))]
+        point = int(rng.uniform(start_s, end_s + self.span_settings.hop_seconds) * self.sample_rate)
+        start = int(np.clip(point - rng.integers(0, self.length), 0, n - self.length))
+        return audio[start:start + self.length]
+
+
+class StreamBatches(torch.utils.data.Sampler):
+    """Batches of stream positions from `first_step` on: global batch s holds positions
+    [s*G, (s+1)*G); process `rank` of `world` takes every world-th of them."""
+
+    def __init__(self, global_batch: int, first_step: int = 0, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise UnasdiffError(f"batch size {global_batch} is not divisible by the {world} processes")
+        self.global_batch, self.first_step, self.rank, self.world = global_batch, first_step, rank, world
+
+    def __iter__(self):
+        step = self.first_step
+        while True:
+            start = step * self.global_batch
+            yield list(range(start + self.rank, start + self.global_batch, self.world))
+            step += 1
