@@ -64,9 +64,11 @@ def load_priors(cfg: DictConfig, device: torch.device) -> dict[str, Prior]:
         if role not in cfg.priors:
             raise UnasdiffError(f"task {cfg.task.name} needs a '{role}' prior; set priors.{role}=<config in configs/prior>")
         prior_cfg = prior_config(cfg.priors[role])
-        path = checkpoint_path(role, prior_cfg, cfg.checkpoints.get(role))
-        net = load_prior(path, prior_cfg).to(device)
-        log.info("%s prior: %s (%s)", role, path, prior_cfg.name)
+        override = cfg.checkpoints.get(role)
+        path = checkpoint_path(role, prior_cfg, override)
+        # a checkpoint of our own training carries its network config; a published one uses the prior's
+        net = load_prior(path, None if override else prior_cfg, default_config=prior_cfg).to(device)
+        log.info("%s prior: %s", role, path)
         priors[role] = Prior(role, prior_cfg, path, net)
     return priors
 

@@ -191,6 +191,8 @@ def train(cfg: DictConfig) -> Path:
     writer = None
     if proc.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt_dir.glob(".*.tmp"):  # a write cut short by SIGKILL; last.pt itself is whole
+            stale.unlink()
         OmegaConf.save(cfg, run_dir / "config.yaml")
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(run_dir / "tensorboard", purge_step=step)

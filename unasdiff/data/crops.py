@@ -104,7 +104,7 @@ class CropStream(torch.utils.data.Dataset):
             self._spans[index] = (spans, span_probabilities(spans))
         spans, probs = self._spans[index]
         start_s, end_s = spans[int(rng.choice(len(spans), p=probs))]
-        point = int(rng.uniform(start_s, end_s + self.span_settings.hop_seconds) * self.sample_rate)
+        point = min(int(rng.uniform(start_s, end_s) * self.sample_rate), n - 1)
         start = int(np.clip(point - rng.integers(0, self.length), 0, n - self.length))
         return audio[start:start + self.length]
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import group_entry
 from ..errors import UnasdiffError
-from .checkpoint import load_weights, read_state_dict
+from .checkpoint import load_weights, read_checkpoint, read_state_dict
 from .network import TriplePathUNet
 
 __all__ = ["TriplePathUNet", "build_network", "load_prior", "prior_config"]
@@ -32,14 +32,23 @@ def build_network(config) -> TriplePathUNet:
     return TriplePathUNet(**OmegaConf.to_container(net_cfg, resolve=True))
 
 
-def load_prior(path, config, weights: str | None = None) -> TriplePathUNet:
-    """The network of `config` with the weights in `path` (EMA weights by default), in eval mode."""
-    cfg = prior_config(config)
-    net = build_network(cfg)
+def load_prior(path, config=None, weights: str | None = None, default_config=None) -> TriplePathUNet:
+    """The network with the weights in `path` (EMA weights by default), in eval mode.
+
+    `config` is a prior config (name or mapping). None takes the one that checkpoints written by
+    scripts/train_prior.py carry, else `default_config`."""
     path = Path(path)
     if not path.is_file():
         raise UnasdiffError(f"no checkpoint at {path}: put the prior's file there (see README, 'Published priors') "
                             f"or pass the path of another")
-    state = read_state_dict(path, weights or cfg.get("weights", "ema"))
+    payload = read_checkpoint(path)
+    if config is None:
+        carried = payload.get("config")
+        config = carried["prior"] if isinstance(carried, dict) and "prior" in carried else default_config
+        if config is None:
+            raise UnasdiffError(f"{path} carries no network config; name one (e.g. load_prior(path, 'speech'))")
+    cfg = prior_config(config)
+    net = build_network(cfg)
+    state = read_state_dict(path, weights or cfg.get("weights", "ema"), payload)
     load_weights(net, state, source=str(path))
     return net.eval().requires_grad_(False)

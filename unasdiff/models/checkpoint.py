@@ -19,8 +19,8 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MAX_LISTED = 5
 
 
-def read_state_dict(path, weights: str = "ema") -> dict[str, torch.Tensor]:
-    """The network weights stored in `path`; `weights` picks "ema" or "model" of a training checkpoint."""
+def read_checkpoint(path) -> dict:
+    """The whole checkpoint dict, read safely; errors name the file and the problem in one line."""
     path = Path(path)
     if not path.is_file():
         raise UnasdiffError(f"no checkpoint at {path}")
@@ -33,6 +33,12 @@ def read_state_dict(path, weights: str = "ema") -> dict[str, torch.Tensor]:
         raise UnasdiffError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
     if not isinstance(payload, dict):
         raise UnasdiffError(f"{path} holds a {type(payload).__name__}, not a state dict")
+    return payload
+
+
+def read_state_dict(path, weights: str = "ema", payload: dict | None = None) -> dict[str, torch.Tensor]:
+    """The network weights stored in `path`; `weights` picks "ema" or "model" of a training checkpoint."""
+    payload = read_checkpoint(path) if payload is None else payload
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', not {weights!r}")
     if "model" in payload or "ema" in payload:
