@@ -3,9 +3,12 @@
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
+from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from .errors import UnasdiffError
 
@@ -40,3 +43,28 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator as it is
         _tuned = False
     return _tuned
+
+
+@dataclass
+class Process:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes(device_name: str) -> Process:
+    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Process(device=pick_device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Process(rank, world, device)

@@ -57,12 +57,12 @@ def checkpoint_path(role: str, prior_cfg: DictConfig, override) -> Path:
     return path
 
 
-def load_priors(cfg: DictConfig, device: torch.device) -> dict[str, Prior]:
-    """One network per prior role the task uses (shared by all sources of that role)."""
+def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior]:
+    """One network per prior role (shared by all sources of that role)."""
     priors = {}
-    for role in dict.fromkeys(cfg.task.sources):
+    for role in dict.fromkeys(roles):
         if role not in cfg.priors:
-            raise UnasdiffError(f"task {cfg.task.name} needs a '{role}' prior; set priors.{role}=<config in configs/prior>")
+            raise UnasdiffError(f"sources of role '{role}' need a prior; set priors.{role}=<config in configs/prior>")
         prior_cfg = prior_config(cfg.priors[role])
         override = cfg.checkpoints.get(role)
         path = checkpoint_path(role, prior_cfg, override)
@@ -70,23 +70,31 @@ def load_priors(cfg: DictConfig, device: torch.device) -> dict[str, Prior]:
         net = load_prior(path, None if override else prior_cfg, default_config=prior_cfg).to(device)
         log.info("%s prior: %s", role, path)
         priors[role] = Prior(role, prior_cfg, path, net)
+        check_role(priors[role])
     return priors
 
 
-def given_labels(cfg: DictConfig, priors: dict[str, Prior]) -> list:
+def check_role(prior: Prior) -> None:
+    """Refuse a prior that cannot be the role's: a sound prior has the sound classes, a speech prior one class."""
+    if prior.role == "sound" and (prior.classes is None or prior.net.num_classes < len(prior.classes)):
+        raise UnasdiffError(f"{prior.checkpoint} has {prior.net.num_classes} class(es): not a sound prior "
+                            f"(checkpoints.sound must be a prior of the {len(prior.classes or [])} sound classes)")
+    if prior.role == "speech" and prior.net.num_classes != 1:
+        raise UnasdiffError(f"{prior.checkpoint} has {prior.net.num_classes} classes: not a speech prior "
+                            f"(checkpoints.speech must be a one-class prior)")
+
+
+def given_labels(roles: list[str], wanted: list, priors: dict[str, Prior]) -> list:
     """Each source's label as configured: an index, None, or "auto" (checked once, before any file)."""
-    roles, wanted = list(cfg.task.sources), list(cfg.labels)
     if len(wanted) != len(roles):
-        raise UnasdiffError(f"labels has {len(wanted)} entries but task {cfg.task.name} has {len(roles)} sources "
-                            f"({', '.join(roles)})")
+        raise UnasdiffError(f"labels has {len(wanted)} entries but there are {len(roles)} sources ({', '.join(roles)})")
     return [lab if lab is None or lab == "auto" else label_index(lab, priors[r].classes, priors[r].net.num_classes)
             for r, lab in zip(roles, wanted)]
 
 
-def resolve_auto_labels(cfg: DictConfig, priors: dict[str, Prior], labels: list, mixture: torch.Tensor,
-                        generator: torch.Generator) -> tuple[list, dict]:
+def resolve_auto_labels(cfg: DictConfig, roles: list[str], priors: dict[str, Prior], labels: list,
+                        mixture: torch.Tensor, generator: torch.Generator) -> tuple[list, dict]:
     """Replace every "auto" label by the classifier's choice (distinct classes within a prior)."""
-    roles = list(cfg.task.sources)
     labels, report = list(labels), {}
     for role in dict.fromkeys(r for r, lab in zip(roles, labels) if lab == "auto"):
         prior = priors[role]
@@ -107,19 +115,20 @@ def resolve_auto_labels(cfg: DictConfig, priors: dict[str, Prior], labels: list,
     return labels, report
 
 
-def source_names(cfg: DictConfig, priors: dict[str, Prior], labels: list) -> list[str]:
+def source_names(roles: list[str], priors: dict[str, Prior], labels: list) -> list[str]:
     names = []
-    for role, label in zip(cfg.task.sources, labels):
+    for role, label in zip(roles, labels):
         classes = priors[role].classes
         names.append(classes[label] if classes and label is not None and label < len(classes) else role)
     return names
 
 
-def separate_waveform(mixture: torch.Tensor, cfg: DictConfig, priors: dict[str, Prior], labels: list,
-                      generator: torch.Generator) -> torch.Tensor:
-    """mixture [L] at the priors' rate, already at the working level -> sources [K, L]."""
+def separate_waveform(mixture: torch.Tensor, roles: list[str], labels: list, cfg: DictConfig,
+                      priors: dict[str, Prior], generator: torch.Generator, align: bool) -> torch.Tensor:
+    """mixture [L] at the priors' rate, already at the working level -> sources [K, L]; `align` keeps
+    the source order consistent across windows where it is arbitrary (same-class sources)."""
     sampler = cfg.sampler
-    nets = [priors[role].net for role in cfg.task.sources]
+    nets = [priors[role].net for role in roles]
 
     def separate_windows(windows):
         return separate(windows, nets, labels, method=sampler.method, steps=sampler.steps, init=sampler.init,
@@ -129,7 +138,7 @@ def separate_waveform(mixture: torch.Tensor, cfg: DictConfig, priors: dict[str, 
 
     window = int(cfg.window.seconds * cfg.sample_rate)
     return separate_in_windows(mixture, separate_windows, window, cfg.window.overlap, cfg.window.batch,
-                               align=bool(cfg.task.permutation_invariant), progress=cfg.progress)
+                               align=align, progress=cfg.progress)
 
 
 def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> float:
@@ -150,7 +159,8 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     generator = torch.Generator(device).manual_seed(cfg.seed)
     mixture, info = load_audio(path, cfg.sample_rate)
     mixture = mixture.to(device)
-    k = len(cfg.task.sources)
+    roles = list(cfg.task.sources)
+    k = len(roles)
     silent = bool(is_silent(mixture))
     gain = 1.0 if silent else working_gain(mixture, cfg.level, k)
     if silent:
@@ -158,9 +168,10 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
         labels, auto = [None if lab == "auto" else lab for lab in labels], {}
         sources = torch.zeros(k, mixture.shape[-1], device=device)
     else:
-        labels, auto = resolve_auto_labels(cfg, priors, labels, gain * mixture, generator)
-        sources = separate_waveform(gain * mixture, cfg, priors, labels, generator) / gain
-    names = source_names(cfg, priors, labels)
+        labels, auto = resolve_auto_labels(cfg, roles, priors, labels, gain * mixture, generator)
+        sources = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator,
+                                    align=bool(cfg.task.permutation_invariant)) / gain
+    names = source_names(roles, priors, labels)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     original = resample(sources.cpu().numpy(), cfg.sample_rate, info.sample_rate)[..., :info.frames]
@@ -202,8 +213,8 @@ def run(cfg: DictConfig) -> int:
         tune_cpu_allocator()
     source = Path(cfg.mixture).expanduser()
     files = mixture_files(source)
-    priors = load_priors(cfg, device)
-    labels = given_labels(cfg, priors)
+    priors = load_priors(cfg, cfg.task.sources, device)
+    labels = given_labels(list(cfg.task.sources), list(cfg.labels), priors)
     out_root = Path(cfg.output_dir)
     if not source.is_dir():
         summary = separate_file(source, out_root, cfg, priors, labels, device)

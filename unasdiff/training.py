@@ -10,10 +10,8 @@ Under torchrun the same code runs DistributedDataParallel (NCCL on GPU, gloo on 
 import copy
 import logging
 import math
-import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,35 +28,10 @@ from .diffusion import DiffusionSchedule
 from .errors import UnasdiffError
 from .models import build_network
 from .models.checkpoint import atomic_torch_save, read_state_dict
-from .runtime import pick_device, tune_cpu_allocator
+from .runtime import start_processes, tune_cpu_allocator
 
 log = logging.getLogger(__name__)
 REPO_ROOT = CONFIG_DIR.parent
-
-
-@dataclass
-class Process:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def start_processes(device_name: str) -> Process:
-    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Process(device=pick_device(device_name))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Process(rank, world, device)
 
 
 def training_clips(data: DictConfig):

@@ -1,0 +1,147 @@
+"""Reproducible test sets and scripts/evaluate.py, with tiny corpora and the tiny reference networks."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import compose_config, make_fsd_tree, make_vctk_tree
+from unasdiff.audio import load_audio, rms_dbfs
+from unasdiff.data.crops import ResampledCache
+from unasdiff.data.mixtures import SourcePools, make_manifest, render, write_manifest
+from unasdiff.errors import UnasdiffError
+from unasdiff.evaluate import run
+from unasdiff.metrics import sdr, si_sdr
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO.parent / "shared" / "data" / "unasdiff_demo"
+TINY = ["priors.speech=tiny_speech", "priors.sound=tiny_sound", "sampler.steps=2", "window.seconds=0.5",
+        "progress=false", "recipe.seconds=1.0", "data.cache_dir=null", "write_wavs=2"]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    speakers = ("p225", "p227", "p232", "p257")  # p227 p232 p257 are test speakers
+    return make_vctk_tree(root / "vctk", speakers=speakers, seconds=2.0), make_fsd_tree(root / "fsd", seconds=2.0)
+
+
+def test_manifests_are_byte_identical_for_a_seed_and_follow_the_recipe(corpora, tmp_path):
+    vctk, fsd = corpora
+    pools = SourcePools(vctk, fsd)
+    a = write_manifest(make_manifest("speech_sound", ["speech", "sound"], pools, 4, seed=7, seconds=1.0), tmp_path / "a.json")
+    b = write_manifest(make_manifest("speech_sound", ["speech", "sound"], pools, 4, seed=7, seconds=1.0), tmp_path / "b.json")
+    c = write_manifest(make_manifest("speech_sound", ["speech", "sound"], pools, 4, seed=8, seconds=1.0), tmp_path / "c.json")
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+    manifest = json.loads(a.read_text())
+    cache = ResampledCache(16000, None)
+    for entry in manifest["mixtures"]:
+        first, second = entry["sources"]
+        assert first["path"].startswith("wav48_silence_trimmed/p2") and second["label"] in ("Bark", "Cello", "Knock")
+        assert first["offset"] <= second["offset"] <= first["offset"] + first["length"]  # overlaps the previous one
+        mixture, sources = render(entry, {"speech": vctk, "sound": fsd}, 16000, 1.0, cache)
+        assert torch.allclose(mixture, sources.sum(0)) and sources.shape == (2, 16000)
+        levels = rms_dbfs(sources)
+        assert ((levels > -25.01) & (levels < -19.99)).all()
+
+
+def test_distinct_classes_and_no_silent_sources_or_a_clear_error(corpora):
+    vctk, fsd = corpora
+    manifest = make_manifest("sound_sound", ["sound"] * 2, SourcePools(None, fsd), 4, seed=0, seconds=1.0)
+    for entry in manifest["mixtures"]:  # the silent Knock clip is never used
+        assert sorted(s["label"] for s in entry["sources"]) == ["Bark", "Cello"]
+    with pytest.raises(UnasdiffError, match="no sound crop with at least 25% active audio .*Knock"):
+        make_manifest("sound_3sound", ["sound"] * 3, SourcePools(None, fsd), 1, seed=0, seconds=1.0)
+    with pytest.raises(UnasdiffError, match="not enough distinct speakers"):  # 3 test speakers in the tree
+        make_manifest("x", ["speech"] * 4, SourcePools(vctk, None), 1, seed=0, seconds=1.0)
+    with pytest.raises(UnasdiffError, match="set data.vctk_root"):
+        make_manifest("x", ["speech"], SourcePools(None, fsd), 1, seed=0)
+
+
+def _evaluate(corpora, results, *extra):
+    vctk, fsd = corpora
+    return run(compose_config("evaluate", TINY + [f"data.vctk_root={vctk}", f"data.fsd_root={fsd}",
+                                                  f"results_root={results}", *extra]))
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_make_manifest_evaluate_resume_and_the_same_csv(corpora, tmp_path):
+    common = ["task=speech_sound", "n_mixtures=3"]
+    _evaluate(corpora, tmp_path / "whole", *common, "make_manifest=true")
+    whole = tmp_path / "whole" / "speech_sound" / "hybrid-mixture-2steps-1x"
+    # a run stopped after one mixture, then resumed
+    _evaluate(corpora, tmp_path / "parts", *common, "make_manifest=true", "max_mixtures=1")
+    parts = tmp_path / "parts" / "speech_sound" / "hybrid-mixture-2steps-1x"
+    assert len(_rows(parts / "scores.csv")) == 1
+    _evaluate(corpora, tmp_path / "parts", *common)
+    assert _rows(parts / "scores.csv") == _rows(whole / "scores.csv") and len(_rows(whole / "scores.csv")) == 3
+    assert (tmp_path / "parts" / "speech_sound" / "manifest.json").read_bytes() == \
+        (tmp_path / "whole" / "speech_sound" / "manifest.json").read_bytes()
+    summary = json.loads((whole / "summary.json").read_text())
+    assert summary["mixtures"] == 3 and set(summary["scores"]) >= {"all", "role:speech", "role:sound"}
+    # the CSV's scores are those of the written wavs
+    row = _rows(whole / "scores.csv")[0]
+    wavs = whole / "wavs" / row["id"]
+    truth = torch.stack([load_audio(wavs / f"true_{k}.wav", 16000)[0] for k in range(2)])
+    est = torch.stack([load_audio(wavs / f"separated_{k}.wav", 16000)[0] for k in range(2)])
+    assert torch.allclose(si_sdr(est, truth), torch.tensor([float(row["si_sdr_0"]), float(row["si_sdr_1"])]), atol=1e-3)
+    assert torch.allclose(sdr(est, truth), torch.tensor([float(row["sdr_0"]), float(row["sdr_1"])]), atol=1e-2)
+    with pytest.raises(UnasdiffError, match="exists: every run must score the same mixtures"):
+        _evaluate(corpora, tmp_path / "whole", *common, "make_manifest=true")
+
+
+def test_a_sampler_sweep_builds_one_table(corpora, tmp_path):
+    for method in ("hybrid", "undiff"):
+        table = _evaluate(corpora, tmp_path, "task=speech_speech", "n_mixtures=2", f"sampler={method}",
+                          f"make_manifest={method == 'hybrid'}")
+    lines = table.read_text().splitlines()
+    assert len(lines) == 4 and "hybrid-mixture-2steps-1x" in lines[2] and "undiff-mixture-2steps-1x" in lines[3]
+
+
+def test_missing_files_and_wrong_checkpoints_are_named(corpora, tmp_path):
+    _evaluate(corpora, tmp_path, "task=speech_sound", "n_mixtures=1", "make_manifest=true")
+    with pytest.raises(UnasdiffError, match="manifest names 2 missing file.*wav48_silence_trimmed"):
+        run(compose_config("evaluate", TINY + [f"results_root={tmp_path}", "data.vctk_root=/nowhere",
+                                               "data.fsd_root=/nowhere", "task=speech_sound"]))
+    with pytest.raises(UnasdiffError, match="does not fit this network config: 5 wrong shape: y_embedder_1"):
+        _evaluate(corpora, tmp_path, "task=speech_sound", f"checkpoints.sound={REPO / 'tests/data/tiny_speech.pt'}")
+    with pytest.raises(UnasdiffError, match="has 1 class.*not a sound prior"):
+        _evaluate(corpora, tmp_path, "task=speech_sound", "priors.sound=tiny_speech")
+
+
+def test_two_processes_split_the_manifest_and_merge(corpora, tmp_path):
+    vctk, fsd = corpora
+    _evaluate(corpora, tmp_path / "one", "task=speech_speech", "n_mixtures=2", "make_manifest=true")
+    (tmp_path / "two" / "speech_speech").mkdir(parents=True)
+    (tmp_path / "two" / "speech_speech" / "manifest.json").write_bytes(
+        (tmp_path / "one" / "speech_speech" / "manifest.json").read_bytes())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+           str(REPO / "scripts" / "evaluate.py"), *TINY, f"data.vctk_root={vctk}", f"data.fsd_root={fsd}",
+           f"results_root={tmp_path / 'two'}", "task=speech_speech", "device=cpu", f"hydra.run.dir={tmp_path / 'h'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    system = "speech_speech/hybrid-mixture-2steps-1x/scores.csv"
+    assert _rows(tmp_path / "two" / system) == _rows(tmp_path / "one" / system)
+
+
+@pytest.mark.skipif(not DEMO.is_dir(), reason="shared/data/unasdiff_demo is not beside the repository")
+def test_reference_outputs_on_the_demo_set_score_as_published(tmp_path):
+    from unasdiff.data.mixtures import demo_manifest
+    from unasdiff.evaluate import score_reference_outputs
+    from omegaconf import OmegaConf
+    score_reference_outputs(demo_manifest(DEMO), {"files": DEMO}, OmegaConf.create({"sample_rate": 16000}), tmp_path)
+    scores = json.loads((tmp_path / "reference-published-outputs" / "summary.json").read_text())["scores"]
+    published = {"01_1speech_1sound": 12.6, "02_1speech_2sound": 15.9, "03_2sound": 15.3, "04_3sound": 8.0,
+                 "05_2speech": 8.4}
+    for group, value in published.items():
+        assert scores[f"group:{group}"]["si_sdr"]["mean"] == pytest.approx(value, abs=0.05)

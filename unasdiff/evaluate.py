@@ -1,0 +1,260 @@
+"""The evaluation stage: every mixture of a manifest separated, scored and written down as it goes.
+
+scripts/evaluate.py composes the config and calls `run(cfg)`. Per mixture: render it from the
+manifest (unasdiff.data.mixtures) -> the same separation path as scripts/separate.py -> SI-SDR,
+SI-SDRi and SDR per source (in fixed order, or under the best permutation where the order is
+arbitrary) -> one CSV row, flushed. A stopped run resumes and skips the mixtures already in the CSV.
+Under torchrun each process takes every N-th mixture and rank 0 merges the parts. Each system's
+summary.json lands in results/<task>/<system>/, and results/<task>/table.md is rebuilt from all of
+them, so a Hydra multirun over samplers yields the ablation table.
+"""
+
+import csv
+import json
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from .audio import write_audio
+from .config import CONFIG_DIR
+from .data.crops import ResampledCache
+from .data.labels import label_index
+from .data.mixtures import SourcePools, demo_manifest, make_manifest, missing_files, read_manifest, render, write_manifest
+from .errors import UnasdiffError
+from .metrics import best_permutation, permute_sources, sdr, si_sdr, si_sdr_improvement
+from .runtime import start_processes, tune_cpu_allocator
+from .separate import load_priors, resolve_auto_labels, separate_waveform, working_gain
+
+log = logging.getLogger(__name__)
+REPO_ROOT = CONFIG_DIR.parent
+METRICS = ("si_sdr", "si_sdri", "sdr")
+
+
+def corpus_roots(cfg: DictConfig) -> dict:
+    demo = Path(cfg.demo_root).expanduser()
+    return {"speech": cfg.data.vctk_root, "sound": cfg.data.fsd_root,
+            "files": demo if demo.is_absolute() else REPO_ROOT / demo}
+
+
+def obtain_manifest(cfg: DictConfig, roots: dict, is_main: bool) -> dict:
+    """The demo set, or the task's manifest (written first when make_manifest=true)."""
+    if cfg.task.name == "demo":
+        return demo_manifest(roots["files"])
+    path = Path(cfg.manifest)
+    if cfg.make_manifest and is_main:
+        if path.exists() and not cfg.overwrite_manifest:
+            raise UnasdiffError(f"{path} exists: every run must score the same mixtures; set overwrite_manifest=true "
+                                f"to replace it, or another manifest=PATH")
+        roles = list(cfg.task.sources)
+        pools = SourcePools(cfg.data.vctk_root if "speech" in roles else None,
+                            cfg.data.fsd_root if "sound" in roles else None, cfg.data.mic)
+        r = cfg.recipe
+        manifest = make_manifest(cfg.task.name, roles, pools, cfg.n_mixtures, cfg.manifest_seed, cfg.sample_rate,
+                                 r.seconds, tuple(r.level_dbfs), r.min_active, r.min_dbfs, cfg.data.cache_dir)
+        write_manifest(manifest, path)
+        log.info("wrote %d mixtures to %s", len(manifest["mixtures"]), path)
+    if dist.is_initialized():
+        dist.barrier()
+    return read_manifest(path)
+
+
+def score(estimate: torch.Tensor, truth: torch.Tensor, mixture: torch.Tensor, permutation_invariant: bool):
+    """Per-source metrics [K] each, and the order used (estimate k -> truth k)."""
+    order = torch.arange(truth.shape[0])
+    if permutation_invariant:
+        order = best_permutation(estimate[None], truth[None])[0]
+        estimate = permute_sources(estimate[None], order[None])[0]
+    return {"si_sdr": si_sdr(estimate, truth), "si_sdri": si_sdr_improvement(estimate, truth, mixture),
+            "sdr": sdr(estimate, truth)}, order
+
+
+def done_ids(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as f:
+        return {row["id"] for row in csv.DictReader(f)}
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One row, flushed to disk before the next mixture starts (a killed run keeps every finished row)."""
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device, given_labels: bool):
+    """Separate and score one manifest entry -> (CSV row, mixture, truth, estimate)."""
+    started = time.perf_counter()
+    mixture, truth = render(entry, roots, cfg.sample_rate, entry.get("seconds", cfg.recipe.seconds), cache)
+    mixture, truth = mixture.to(device), truth.to(device)
+    roles = [src["role"] for src in entry["sources"]]
+    labels = []
+    for role, src in zip(roles, entry["sources"]):
+        if role != "sound":
+            labels.append(None)
+        elif given_labels and src.get("label") is not None:
+            labels.append(label_index(src["label"], priors[role].classes, priors[role].net.num_classes))
+        else:
+            labels.append("auto")
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    gain = working_gain(mixture, cfg.level, len(roles))
+    labels, _ = resolve_auto_labels(cfg, roles, priors, labels, gain * mixture, generator)
+    auto = not given_labels or any(src.get("label") is None and src["role"] == "sound" for src in entry["sources"])
+    permutation_invariant = bool(entry.get("permutation_invariant")) or (auto and len(set(roles)) < len(roles))
+    estimate = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator,
+                                 align=permutation_invariant) / gain
+    metrics, order = score(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant)
+    row = {"id": entry["id"], "group": entry.get("group", cfg.task.name), "roles": " ".join(roles),
+           "labels": " ".join("-" if lab is None else str(lab) for lab in labels),
+           "order": " ".join(map(str, order.tolist()))}
+    for name in METRICS:
+        for k, value in enumerate(metrics[name].tolist()):
+            row[f"{name}_{k}"] = f"{value:.4f}"
+        row[f"mean_{name}"] = f"{metrics[name].mean().item():.4f}"
+    row["seconds"] = f"{time.perf_counter() - started:.1f}"
+    return row, mixture.cpu(), truth.cpu(), permute_sources(estimate.cpu()[None], order[None])[0]
+
+
+def summarise(rows: list[dict]) -> dict:
+    """mean, std and median of each metric, over all sources and per source role and per group."""
+    def stats(values):
+        return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "median": statistics.median(values),
+                "count": len(values)}
+
+    buckets: dict[str, dict[str, list]] = {}
+    for row in rows:
+        roles = row["roles"].split()
+        for k, role in enumerate(roles):
+            for bucket in ("all", f"role:{role}", f"group:{row['group']}"):
+                for name in METRICS:
+                    buckets.setdefault(bucket, {}).setdefault(name, []).append(float(row[f"{name}_{k}"]))
+    return {bucket: {name: stats(v) for name, v in metrics.items()} for bucket, metrics in buckets.items()}
+
+
+def write_summary(out_dir: Path, system: str, rows: list[dict], extra: dict) -> dict:
+    summary = {"system": system, "mixtures": len(rows), "scores": summarise(rows), **extra}
+    tmp = out_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out_dir / "summary.json")
+    return summary
+
+
+def write_table(task_dir: Path) -> Path:
+    """results/<task>/table.md: one row per system (every summary.json below task_dir), SI-SDR mean ± std."""
+    summaries = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*/summary.json"))]
+    buckets = sorted({b for s in summaries for b in s["scores"] if b != "all"})
+    lines = ["| system | mixtures | SI-SDR | SI-SDRi | SDR | " + " | ".join(f"SI-SDR {b.split(':', 1)[1]}" for b in buckets) + " |",
+             "| --- " * (5 + len(buckets)) + "|"]
+    for s in summaries:
+        a = s["scores"]["all"]
+        cells = [f"{s['system']}", str(s["mixtures"])] + [f"{a[m]['mean']:.2f} ± {a[m]['std']:.2f}" for m in METRICS]
+        cells += [f"{s['scores'][b]['si_sdr']['mean']:.2f}" if b in s["scores"] else "" for b in buckets]
+        lines.append("| " + " | ".join(cells) + " |")
+    path = task_dir / "table.md"
+    tmp = task_dir / ".table.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def score_reference_outputs(manifest: dict, roots: dict, cfg: DictConfig, task_dir: Path) -> None:
+    """The reference system's published separations (demo set) scored as a system of the same table."""
+    rows = []
+    cache = ResampledCache(cfg.sample_rate, None)
+    for entry in manifest["mixtures"]:
+        mixture, truth = render(entry, roots, cfg.sample_rate, None, cache)
+        estimate = torch.stack([render({"id": entry["id"], "sources": [{**s, "file": s["reference_output"]}]},
+                                       roots, cfg.sample_rate, None, cache)[1][0] for s in entry["sources"]])
+        metrics, order = score(estimate, truth, mixture, True)
+        row = {"id": entry["id"], "group": entry["group"], "roles": " ".join(s["role"] for s in entry["sources"])}
+        for name in METRICS:
+            for k, value in enumerate(metrics[name].tolist()):
+                row[f"{name}_{k}"] = f"{value:.4f}"
+        rows.append(row)
+    out = task_dir / "reference-published-outputs"
+    out.mkdir(parents=True, exist_ok=True)
+    write_summary(out, "reference (published outputs)", rows, {"note": "sepa_*.wav of the demo set, best permutation"})
+
+
+def run(cfg: DictConfig) -> Path:
+    """Evaluate one system on one manifest; returns results/<task>/table.md."""
+    proc = start_processes(cfg.device)
+    if proc.device.type == "cpu":
+        tune_cpu_allocator()
+    roots = corpus_roots(cfg)
+    manifest = obtain_manifest(cfg, roots, proc.is_main)
+    if cfg.max_mixtures is not None:
+        manifest = {**manifest, "mixtures": manifest["mixtures"][:cfg.max_mixtures]}
+    missing = missing_files(manifest, roots)
+    if missing:
+        raise UnasdiffError(f"the manifest names {len(missing)} missing file(s): {', '.join(missing[:3])}"
+                            f"{' ...' if len(missing) > 3 else ''} (check data.vctk_root / data.fsd_root / demo_root)")
+    if cfg.labels not in ("given", "auto"):
+        raise UnasdiffError(f"labels must be given or auto for evaluation, not {cfg.labels!r}")
+    roles = sorted({src["role"] for entry in manifest["mixtures"] for src in entry["sources"]})
+    priors = load_priors(cfg, roles, proc.device)
+    out_dir, task_dir = Path(cfg.output_dir), Path(cfg.output_dir).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    part = out_dir / (f"scores.rank{proc.rank}.csv" if proc.world > 1 else "scores.csv")
+    finished = done_ids(part)
+    if finished and proc.is_main:
+        log.info("resuming: %d of %d mixtures already scored in %s", len(finished), len(manifest["mixtures"]), part)
+    cache = ResampledCache(cfg.sample_rate, cfg.data.cache_dir)
+    from tqdm.auto import tqdm
+    mine = [e for i, e in enumerate(manifest["mixtures"]) if i % proc.world == proc.rank]
+    for index, entry in enumerate(tqdm(mine, desc="mixtures", disable=not (cfg.progress and proc.is_main))):
+        if entry["id"] in finished:
+            continue
+        row, mixture, truth, estimate = evaluate_mixture(entry, cfg, priors, roots, cache, proc.device,
+                                                         cfg.labels == "given")
+        append_row(part, row)
+        if index * proc.world + proc.rank < cfg.write_wavs:
+            folder = out_dir / "wavs" / entry["id"]
+            write_audio(folder / "mix.wav", mixture, cfg.sample_rate, "float")
+            for k in range(truth.shape[0]):
+                write_audio(folder / f"true_{k}.wav", truth[k], cfg.sample_rate, "float")
+                write_audio(folder / f"separated_{k}.wav", estimate[k], cfg.sample_rate, "float")
+    if proc.world > 1:
+        dist.barrier()
+    table = task_dir / "table.md"
+    if proc.is_main:
+        rows = merged_rows(out_dir, proc.world, manifest)
+        write_summary(out_dir, cfg.system, rows, {"manifest": str(cfg.manifest) if cfg.task.name != "demo" else "demo",
+                                                  "config": OmegaConf.to_container(cfg, resolve=True)})
+        if cfg.task.name == "demo" and cfg.score_reference:
+            score_reference_outputs(manifest, roots, cfg, task_dir)
+        table = write_table(task_dir)
+        print(table.read_text())
+    if proc.world > 1:
+        dist.destroy_process_group()
+    return table
+
+
+def merged_rows(out_dir: Path, world: int, manifest: dict) -> list[dict]:
+    """All rows in manifest order; with several processes, their parts merged into scores.csv."""
+    parts = [out_dir / "scores.csv"] if world == 1 else [out_dir / f"scores.rank{r}.csv" for r in range(world)]
+    rows = {}
+    for part in parts:
+        if part.is_file():
+            with open(part, newline="") as f:
+                rows.update({row["id"]: row for row in csv.DictReader(f)})
+    ordered = [rows[e["id"]] for e in manifest["mixtures"] if e["id"] in rows]
+    if world > 1 and ordered:
+        tmp = out_dir / ".scores.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(ordered[0]))
+            writer.writeheader()
+            writer.writerows(ordered)
+        tmp.replace(out_dir / "scores.csv")
+    return ordered
