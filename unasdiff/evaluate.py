@@ -75,8 +75,13 @@ def score(estimate: torch.Tensor, truth: torch.Tensor, mixture: torch.Tensor, pe
 
 
 def done_ids(path: Path) -> set[str]:
+    """Ids already scored; a last row cut short by a kill is dropped, so it is scored again."""
     if not path.is_file():
         return set()
+    text = path.read_bytes()
+    if text and not text.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(text.rfind(b"\n") + 1)
     with open(path, newline="") as f:
         return {row["id"] for row in csv.DictReader(f)}
 

@@ -161,6 +161,10 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     mixture = mixture.to(device)
     roles = list(cfg.task.sources)
     k = len(roles)
+    frame = max(p.net.n_fft for p in priors.values())
+    if mixture.shape[-1] < frame:
+        raise UnasdiffError(f"{path} lasts {1000 * info.frames / info.sample_rate:.1f} ms, shorter than one STFT frame "
+                            f"of the priors ({frame} samples at {cfg.sample_rate} Hz)")
     silent = bool(is_silent(mixture))
     gain = 1.0 if silent else working_gain(mixture, cfg.level, k)
     if silent:
