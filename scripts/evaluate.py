@@ -9,23 +9,17 @@
 Settings: configs/evaluate.yaml. The work: unasdiff/evaluate.py.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from unasdiff.errors import UnasdiffError
+from unasdiff.errors import run_or_exit
 
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from unasdiff.evaluate import run
 
-    try:
-        run(cfg)
-    except UnasdiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_or_exit(run, cfg)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from unasdiff.errors import UnasdiffError
+from unasdiff.errors import run_or_exit
 
 
 @hydra.main(config_path="../configs", config_name="separate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from unasdiff.separate import run
 
-    try:
-        failures = run(cfg)
-    except UnasdiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    failures = run_or_exit(run, cfg)
     if failures:
         print(f"error: {failures} file(s) could not be separated (see the log above)", file=sys.stderr)
         sys.exit(1)

@@ -8,24 +8,17 @@ Settings: configs/train_prior.yaml (and the prior/, data/, model/, experiment/ g
 The work: unasdiff/training.py.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from unasdiff.errors import UnasdiffError
+from unasdiff.errors import run_or_exit
 
 
 @hydra.main(config_path="../configs", config_name="train_prior", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from unasdiff.training import train
 
-    try:
-        path = train(cfg)
-    except UnasdiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    print(f"checkpoint: {path}")
+    print(f"checkpoint: {run_or_exit(train, cfg)}")
 
 
 if __name__ == "__main__":
