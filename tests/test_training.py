@@ -158,3 +158,36 @@ def test_script_refuses_a_wrong_root_in_one_line(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert "error:" in err and "not a VCTK 0.92 root" in err and "Traceback" not in err
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_a_signal_to_one_of_two_processes_stops_both_with_a_checkpoint(vctk, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29535",
+                             str(REPO / "scripts" / "train_prior.py"),
+                             *smoke(vctk, run_dir, "train.max_steps=100000", "checkpoint.every=100000", "device=cpu"),
+                             f"hydra.run.dir={tmp_path / 'h'}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((run_dir / "tensorboard").glob("events.*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[-1], signal.SIGTERM)  # only one rank hears it
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] > 0

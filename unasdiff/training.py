@@ -107,6 +107,15 @@ class StopRequest:
     def _handle(self, signum, frame):
         self.requested = True
 
+    def agreed(self, proc) -> bool:
+        """Whether any process was asked to stop: all ranks leave at the same step, or one would wait
+        forever in the next gradient all-reduce."""
+        if proc.world == 1:
+            return self.requested
+        flag = torch.tensor([int(self.requested)], device=proc.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -212,9 +221,10 @@ def train(cfg: DictConfig) -> Path:
                 progress.set_postfix(loss=f"{loss.item():.4f}")
             if writer is not None and cfg.log.audio_every and step % cfg.log.audio_every == 0:
                 log_audio(writer, ema, waves, t, noise, labels, schedule, data.sample_rate, step)
-            if step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps or stop.requested:
+            stopping = stop.agreed(proc)
+            if step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps or stopping:
                 save(step)
-            if stop.requested:
+            if stopping:
                 if proc.is_main:
                     log.info("stopped by a signal at step %d; resume with resume=true", step)
                 break
