@@ -57,9 +57,7 @@ def diffusion_inputs(positions: list[int], seed: int, steps: int, length: int, l
 
 def diffusion_loss(net, x0, t, noise, labels, schedule: DiffusionSchedule, valid):
     """Mean over valid examples of the mean squared error of the predicted noise."""
-    abar = schedule.alphas_cumprod.to(x0.device)[t][:, None]
-    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-    pred = net(x_t, t * (1000 // schedule.num_train_steps), labels)
+    pred = net(schedule.noised(x0, t, noise), t * schedule.time_scale, labels)
     per_example = (pred.float() - noise).pow(2).mean(dim=-1)
     return (per_example * valid).sum() / valid.sum().clamp_min(1)
 
@@ -239,10 +237,9 @@ def train(cfg: DictConfig) -> Path:
 @torch.no_grad()
 def log_audio(writer, ema, waves, t, noise, labels, schedule, sample_rate, step, count: int = 2):
     """A few training crops and the EMA network's one-shot estimate of them from their noisy version."""
-    abar = schedule.alphas_cumprod.to(waves.device)[t[:count]][:, None]
-    x_t = abar.sqrt() * waves[:count] + (1 - abar).sqrt() * noise[:count]
-    eps = ema(x_t, t[:count] * (1000 // schedule.num_train_steps), labels[:count])
-    x0 = ((x_t - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+    t = t[:count]
+    x_t = schedule.noised(waves[:count], t, noise[:count])
+    x0 = schedule.denoised(x_t, t, ema(x_t, t * schedule.time_scale, labels[:count]))
     for i in range(min(count, len(waves))):
         writer.add_audio(f"audio/{i}_clean", waves[i].cpu(), step, sample_rate)
         writer.add_audio(f"audio/{i}_denoised_from_step_{int(t[i])}", x0[i].cpu(), step, sample_rate)

@@ -48,10 +48,10 @@ class GaussianPrior:
     def __init__(self, source: GaussianSource, schedule: DiffusionSchedule | None = None):
         self.source = source
         self.schedule = schedule or DiffusionSchedule.linear()
-        self.step_scale = 1000 // self.schedule.num_train_steps
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label=None) -> torch.Tensor:
-        abar = self.schedule.alphas_cumprod.to(x_t.device)[torch.as_tensor(t, device=x_t.device) // self.step_scale]
+        steps = torch.as_tensor(t, device=x_t.device) // self.schedule.time_scale
+        abar = self.schedule.alphas_cumprod.to(x_t.device)[steps]
         abar = abar.reshape(-1, 1)
         power = self.source.power(x_t.shape[-1], x_t.device)
         gain = (1 - abar).sqrt() / (abar * power + 1 - abar)

@@ -46,9 +46,32 @@ class DiffusionSchedule:
         c_xt = (1.0 - abar_prev) * torch.sqrt(1.0 - self.betas) / (1.0 - abar)
         return c_x0, c_xt
 
+    @property
+    def time_scale(self) -> int:
+        """Steps to the network's time input, which runs over 0..999 (5 for T = 200)."""
+        return 1000 // self.num_train_steps
+
     def time_input(self, position: int) -> int:
         """The network's time input at a position: the original step scaled to 0..999 (5 x step for T = 200)."""
-        return int(self.timesteps[position]) * (1000 // self.num_train_steps)
+        return int(self.timesteps[position]) * self.time_scale
+
+    def _signal_and_noise_scales(self, position, like: torch.Tensor):
+        """(sqrt(abar), sqrt(1 - abar)) at an int position (floats) or positions [B] (broadcast over like)."""
+        if isinstance(position, int):
+            abar = self.alphas_cumprod[position].item()
+            return abar**0.5, (1 - abar) ** 0.5
+        abar = self.alphas_cumprod.to(like.device)[position].reshape(-1, *[1] * (like.dim() - 1))
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def noised(self, x0: torch.Tensor, position, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar) x0 + sqrt(1 - abar) noise (the forward process)."""
+        signal, spread = self._signal_and_noise_scales(position, x0)
+        return signal * x0 + spread * noise
+
+    def denoised(self, x_t: torch.Tensor, position, eps: torch.Tensor) -> torch.Tensor:
+        """x0 = clamp((x_t - sqrt(1 - abar) eps) / sqrt(abar), -1, 1): the estimate from predicted noise."""
+        signal, spread = self._signal_and_noise_scales(position, x_t)
+        return ((x_t - spread * eps) / signal).clamp(-1.0, 1.0)
 
     def respaced(self, steps: int) -> "DiffusionSchedule":
         """A schedule of `steps` evenly spaced original steps (always including the last one)."""

@@ -21,10 +21,9 @@ def denoising_errors(prior, audio: torch.Tensor, candidates: list[int], steps: l
     labels = torch.tensor(candidates, device=audio.device)
     errors = torch.zeros(len(candidates), device=audio.device)
     for step in steps:
-        abar = schedule.alphas_cumprod[step].item()
         for _ in range(draws):
             noise = torch.randn(audio.shape, generator=generator, device=audio.device)
-            x_t = abar**0.5 * audio + (1 - abar) ** 0.5 * noise
+            x_t = schedule.noised(audio, step, noise)
             for first in range(0, len(candidates), batch):
                 lab = labels[first:first + batch]
                 t = torch.full((len(lab),), schedule.time_input(step), device=audio.device)

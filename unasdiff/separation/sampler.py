@@ -31,9 +31,8 @@ class StepResult:
 def predict_x0(priors: SourcePriors, schedule: DiffusionSchedule, position: int, x_t: torch.Tensor,
                rule: NoGuidance = NoGuidance()) -> torch.Tensor:
     """x0 = clamp((x_t - sqrt(1 - abar) eps) / sqrt(abar), -1, 1), eps as the rule corrects it."""
-    abar = schedule.alphas_cumprod[position].item()
     eps = rule.correct_eps(priors.eps(x_t, schedule.time_input(position)))
-    return ((x_t - (1 - abar) ** 0.5 * eps) / abar**0.5).clamp(-1.0, 1.0)
+    return schedule.denoised(x_t, position, eps)
 
 
 def guided_step(priors: SourcePriors, schedule: DiffusionSchedule, position: int, x_t: torch.Tensor,
@@ -69,9 +68,8 @@ def initial_state(mixture: torch.Tensor, num_sources: int, init: str, schedule: 
         return mixture[:, None].expand(shape).clone()
     if init == "mixture":
         full = DiffusionSchedule.linear(schedule.num_train_steps)
-        abar = full.alphas_cumprod[init_step].item()
         eps = _randn((batch, 1, length), mixture, generator)
-        return (abar**0.5 * mixture[:, None] + (1 - abar) ** 0.5 * eps).expand(shape).clone()
+        return full.noised(mixture[:, None], init_step, eps).expand(shape).clone()
     raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
 
 
