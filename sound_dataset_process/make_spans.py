@@ -18,6 +18,7 @@ from unasdiff.data.corpora import fsd_clips
 from unasdiff.data.labels import fsd_classes
 from unasdiff.data.spans import span_manifest
 from unasdiff.errors import UnasdiffError
+from unasdiff.files import write_text
 
 
 def main(argv=None) -> int:
@@ -36,14 +37,10 @@ def main(argv=None) -> int:
     except UnasdiffError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1))
-    tmp.replace(out)
+    out = write_text(args.out, json.dumps(entries, indent=1))
     report = out.with_name(out.name + ".no_spans.txt")
     if silent:
-        report.write_text("\n".join(silent) + "\n")
+        write_text(report, "\n".join(silent) + "\n")
         print(f"{len(silent)} of {len(clips)} clips have no active span (listed in {report})")
     print(f"wrote {len(entries)} clips to {out}")
     return 0

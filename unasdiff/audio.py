@@ -5,8 +5,6 @@ changed (down-mix, resampling) through the module logger.
 """
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import soxr
 import torch
 
 from .errors import UnasdiffError
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +93,8 @@ def write_audio(path, x, sample_rate: int, subtype: str = "pcm16") -> Path:
     if subtype != "float" and np.abs(data).max(initial=0.0) > 1.0:
         log.warning("%s: peaks above full scale were clipped (write with subtype=float to keep them)", path)
         data = np.clip(data, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".wav", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, data.T, sample_rate, subtype=SUBTYPES[subtype], format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -6,7 +6,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import UnasdiffError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout: the package is installed editable
+CONFIG_DIR = REPO_ROOT / "configs"
 
 
 def group_entry(group: str, name: str) -> DictConfig:

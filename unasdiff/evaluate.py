@@ -22,17 +22,18 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from .audio import write_audio
-from .config import CONFIG_DIR
+from .config import REPO_ROOT
 from .data.crops import ResampledCache
 from .data.labels import label_index
-from .data.mixtures import SourcePools, demo_manifest, make_manifest, missing_files, read_manifest, render, write_manifest
+from .data.mixtures import (SourcePools, demo_manifest, make_manifest, missing_files, read_file, read_manifest, render,
+                            write_manifest)
 from .errors import UnasdiffError
+from .files import atomic_path, write_text
 from .metrics import best_permutation, permute_sources, sdr, si_sdr, si_sdr_improvement
 from .runtime import start_processes, tune_cpu_allocator
 from .separate import load_priors, resolve_auto_labels, separate_waveform, working_gain
 
 log = logging.getLogger(__name__)
-REPO_ROOT = CONFIG_DIR.parent
 METRICS = ("si_sdr", "si_sdri", "sdr")
 
 
@@ -149,9 +150,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def write_summary(out_dir: Path, system: str, rows: list[dict], extra: dict) -> dict:
     summary = {"system": system, "mixtures": len(rows), "scores": summarise(rows), **extra}
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out_dir / "summary.json")
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -166,11 +165,7 @@ def write_table(task_dir: Path) -> Path:
         cells = [f"{s['system']}", str(s["mixtures"])] + [f"{a[m]['mean']:.2f} ± {a[m]['std']:.2f}" for m in METRICS]
         cells += [f"{s['scores'][b]['si_sdr']['mean']:.2f}" if b in s["scores"] else "" for b in buckets]
         lines.append("| " + " | ".join(cells) + " |")
-    path = task_dir / "table.md"
-    tmp = task_dir / ".table.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(task_dir / "table.md", "\n".join(lines) + "\n")
 
 
 def score_reference_outputs(manifest: dict, roots: dict, cfg: DictConfig, task_dir: Path) -> None:
@@ -179,8 +174,8 @@ def score_reference_outputs(manifest: dict, roots: dict, cfg: DictConfig, task_d
     cache = ResampledCache(cfg.sample_rate, None)
     for entry in manifest["mixtures"]:
         mixture, truth = render(entry, roots, cfg.sample_rate, None, cache)
-        estimate = torch.stack([render({"id": entry["id"], "sources": [{**s, "file": s["reference_output"]}]},
-                                       roots, cfg.sample_rate, None, cache)[1][0] for s in entry["sources"]])
+        estimate = torch.stack([read_file(Path(roots["files"]) / s["reference_output"], cfg.sample_rate)
+                                for s in entry["sources"]])
         metrics, order = score(estimate, truth, mixture, True)
         row = {"id": entry["id"], "group": entry["group"], "roles": " ".join(s["role"] for s in entry["sources"])}
         for name in METRICS:
@@ -256,10 +251,8 @@ def merged_rows(out_dir: Path, world: int, manifest: dict) -> list[dict]:
                 rows.update({row["id"]: row for row in csv.DictReader(f)})
     ordered = [rows[e["id"]] for e in manifest["mixtures"] if e["id"] in rows]
     if world > 1 and ordered:
-        tmp = out_dir / ".scores.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(out_dir / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(ordered[0]))
             writer.writeheader()
             writer.writerows(ordered)
-        tmp.replace(out_dir / "scores.csv")
     return ordered

@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .files import atomic_path  # noqa: E402
+
 DYNAMIC_RANGE_DB = 80.0
 
 
@@ -41,10 +43,7 @@ def plot_spectrograms(signals: dict[str, torch.Tensor], sample_rate: int, path, 
     if title:
         fig.suptitle(title)
     fig.colorbar(image, ax=axes, label="level (dB)", shrink=0.9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)

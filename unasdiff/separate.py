@@ -16,9 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .audio import AUDIO_SUFFIXES, gain_to_rms, is_silent, load_audio, resample, write_audio
-from .config import CONFIG_DIR
+from .config import REPO_ROOT
 from .data.labels import class_names, label_index
 from .errors import UnasdiffError
+from .files import write_text
 from .models import load_prior, prior_config
 from .plots import plot_spectrograms
 from .runtime import pick_device, tune_cpu_allocator
@@ -27,7 +28,6 @@ from .separation.classify import choose_labels, denoising_errors
 from .separation.windows import separate_in_windows
 
 log = logging.getLogger(__name__)
-REPO_ROOT = CONFIG_DIR.parent
 
 
 @dataclass
@@ -194,7 +194,7 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
         "device": str(device), "seconds": round(time.perf_counter() - started, 2), "files": files,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    _write_json(out_dir / "separation.json", summary)
+    write_text(out_dir / "separation.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 
@@ -237,7 +237,3 @@ def run(cfg: DictConfig) -> int:
     return failures
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)

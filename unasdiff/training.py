@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .config import CONFIG_DIR
+from .config import REPO_ROOT
 from .data.corpora import fsd_clips, folder_clips, vctk_clips
 from .data.crops import CropStream, StreamBatches
 from .diffusion import DiffusionSchedule
@@ -31,7 +31,6 @@ from .models.checkpoint import atomic_torch_save, read_state_dict
 from .runtime import start_processes, tune_cpu_allocator
 
 log = logging.getLogger(__name__)
-REPO_ROOT = CONFIG_DIR.parent
 
 
 def training_clips(data: DictConfig):

@@ -7,8 +7,6 @@ over N processes, sees exactly the examples an uninterrupted single-process run 
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,9 @@ import torch
 
 from ..audio import load_audio
 from ..errors import UnasdiffError
+from ..files import atomic_path
 from .corpora import Clip
-from .spans import SpanSettings, active_spans, span_probabilities
+from .spans import SpanSettings, active_spans, crop_start, span_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +39,8 @@ class ResampledCache:
         if cached.exists():
             return np.load(cached)
         audio = load_audio(path, self.sample_rate)[0].numpy()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(cached) as tmp, open(tmp, "wb") as f:
             np.save(f, audio)
-        os.replace(tmp, cached)
         return audio
 
 
@@ -102,10 +98,7 @@ class CropStream(torch.utils.data.Dataset):
         if index not in self._spans:
             spans = active_spans(audio, self.sample_rate, self.span_settings) or [(0.0, n / self.sample_rate)]
             self._spans[index] = (spans, span_probabilities(spans))
-        spans, probs = self._spans[index]
-        start_s, end_s = spans[int(rng.choice(len(spans), p=probs))]
-        point = min(int(rng.uniform(start_s, end_s) * self.sample_rate), n - 1)
-        start = int(np.clip(point - rng.integers(0, self.length), 0, n - self.length))
+        start = crop_start(n, self.length, *self._spans[index], self.sample_rate, rng)
         return audio[start:start + self.length]
 
 

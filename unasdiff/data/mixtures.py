@@ -23,18 +23,15 @@ import torch
 
 from ..audio import load_audio
 from ..errors import UnasdiffError
+from ..files import write_text
 from .corpora import fsd_clips, vctk_clips
 from .crops import ResampledCache
 from .labels import fsd_classes
-from .spans import active_spans
+from .spans import active_spans, crop_start, span_probabilities
 
 log = logging.getLogger(__name__)
 FORMAT = 1
 MAX_DRAWS = 50
-
-
-def _json_bytes(data) -> bytes:
-    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
 
 class SourcePools:
@@ -87,12 +84,17 @@ def make_manifest(task: str, roles: list[str], pools: SourcePools, count: int, s
             spec.update(offset=offset, level_dbfs=round(level, 3),
                         gain=float(f"{10 ** (level / 20) / spec.pop('rms_on_canvas'):.9g}"))
             sources.append(spec)
-        permutation_invariant = len(set(roles)) == 1 and roles[0] == "speech"
         mixtures.append({"id": f"{task}-{index:04d}", "sources": sources,
-                         "permutation_invariant": permutation_invariant})
+                         "permutation_invariant": order_is_arbitrary(roles)})
     return {"format": FORMAT, "task": task, "roles": roles, "seed": seed, "sample_rate": sample_rate,
             "seconds": seconds, "recipe": {"level_dbfs": list(level_dbfs), "min_active": min_active,
                                            "min_dbfs": min_dbfs}, "mixtures": mixtures}
+
+
+def order_is_arbitrary(roles: list[str]) -> bool:
+    """Speakers from one speech prior have no label to tell them apart: they are scored under the best
+    permutation. Sounds carry their class label, so their order is fixed."""
+    return len(set(roles)) == 1 and roles[0] == "speech"
 
 
 def _draw_source(rng, role, groups, used, root, cache, canvas, sample_rate, min_active, min_dbfs) -> dict:
@@ -110,9 +112,7 @@ def _draw_source(rng, role, groups, used, root, cache, canvas, sample_rate, min_
         spans = active_spans(audio, sample_rate)
         if not spans:
             continue
-        start_s, end_s = spans[int(rng.integers(len(spans)))]
-        point = min(int(rng.uniform(start_s, end_s) * sample_rate), len(audio) - 1)
-        start = int(np.clip(point - rng.integers(0, length), 0, len(audio) - length))
+        start = crop_start(len(audio), length, spans, span_probabilities(spans), sample_rate, rng)
         crop = audio[start:start + length]
         rms = float(np.sqrt(np.mean(crop.astype(np.float64) ** 2)))
         if rms <= 0 or 20 * math.log10(rms) < min_dbfs:
@@ -129,12 +129,7 @@ def _draw_source(rng, role, groups, used, root, cache, canvas, sample_rate, min_
 
 
 def write_manifest(manifest: dict, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(_json_bytes(manifest))
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def read_manifest(path) -> dict:
@@ -168,7 +163,7 @@ def demo_manifest(root) -> dict:
                         "reference_output": f"{task_dir.name}/{mix_dir.name}/sepa_{k}.wav"} for k, r in enumerate(roles)]
             mixtures.append({"id": f"{task_dir.name}-{mix_dir.name}", "group": task_dir.name, "sources": sources,
                              "mixture_file": f"{task_dir.name}/{mix_dir.name}/mix.wav",
-                             "permutation_invariant": len(set(roles)) == 1 and roles[0] == "speech"})
+                             "permutation_invariant": order_is_arbitrary(roles)})
     if not mixtures:
         raise UnasdiffError(f"no demo mixtures under {root}")
     return {"format": FORMAT, "task": "demo", "seed": None, "sample_rate": 16000, "mixtures": mixtures}
@@ -182,7 +177,7 @@ def render(entry: dict, roots: dict, sample_rate: int, seconds: float | None, ca
         if root is None:
             raise UnasdiffError(f"mixture {entry['id']} needs the {src['role']} corpus root")
         if "file" in src:
-            sources.append(_read_file(Path(root) / src["file"], sample_rate))
+            sources.append(read_file(Path(root) / src["file"], sample_rate))
             continue
         path = Path(root) / src["path"]
         if not path.is_file():
@@ -194,11 +189,12 @@ def render(entry: dict, roots: dict, sample_rate: int, seconds: float | None, ca
         sources.append(torch.from_numpy(canvas))
     stacked = torch.stack(sources)
     if "mixture_file" in entry:
-        return _read_file(Path(roots["files"]) / entry["mixture_file"], sample_rate), stacked
+        return read_file(Path(roots["files"]) / entry["mixture_file"], sample_rate), stacked
     return stacked.sum(0), stacked
 
 
-def _read_file(path: Path, sample_rate: int) -> torch.Tensor:
+def read_file(path: Path, sample_rate: int) -> torch.Tensor:
+    """A file a manifest names, mono at the model rate."""
     if not path.is_file():
         raise UnasdiffError(f"manifest file missing: {path}")
     return load_audio(path, sample_rate)[0]

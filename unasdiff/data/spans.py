@@ -54,6 +54,14 @@ def span_probabilities(spans: list[tuple[float, float]]) -> list[float]:
     return (lengths / lengths.sum()).tolist() if len(spans) and lengths.sum() > 0 else []
 
 
+def crop_start(clip_length: int, length: int, spans, probs, sample_rate: int, rng: np.random.Generator) -> int:
+    """Start of a `length`-sample window of the clip that contains a point drawn uniformly from a span
+    chosen with probability `probs` (proportional to span length)."""
+    start_s, end_s = spans[int(rng.choice(len(spans), p=probs))]
+    point = min(int(rng.uniform(start_s, end_s) * sample_rate), clip_length - 1)
+    return int(np.clip(point - rng.integers(0, length), 0, clip_length - length))
+
+
 def span_manifest(clips, root, names, progress: bool = True) -> tuple[list[dict], list[str]]:
     """Manifest entries (the reference's JSON format; paths relative to `root`) for clips with an
     active span, and the relative paths of the clips that have none."""

@@ -7,13 +7,13 @@ dict, a plain state dict, and keys prefixed by `module.` (DDP) or `_orig_mod.` (
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import UnasdiffError
+from ..files import atomic_path
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MAX_LISTED = 5
@@ -89,15 +89,7 @@ def load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: str = "
 
 def atomic_torch_save(obj, path) -> None:
     """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
