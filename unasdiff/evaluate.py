@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from .audio import write_audio
 from .config import REPO_ROOT
@@ -211,7 +212,6 @@ def run(cfg: DictConfig) -> Path:
     if finished and proc.is_main:
         log.info("resuming: %d of %d mixtures already scored in %s", len(finished), len(manifest["mixtures"]), part)
     cache = ResampledCache(cfg.sample_rate, cfg.data.cache_dir)
-    from tqdm.auto import tqdm
     mine = [e for i, e in enumerate(manifest["mixtures"]) if i % proc.world == proc.rank]
     for index, entry in enumerate(tqdm(mine, desc="mixtures", disable=not (cfg.progress and proc.is_main))):
         if entry["id"] in finished:
