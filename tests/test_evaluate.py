@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from helpers import compose_config, make_fsd_tree, make_vctk_tree
 from unasdiff.audio import load_audio, rms_dbfs
@@ -17,6 +18,8 @@ from unasdiff.data.mixtures import SourcePools, make_manifest, render, write_man
 from unasdiff.errors import UnasdiffError
 from unasdiff.evaluate import run
 from unasdiff.metrics import sdr, si_sdr
+from unasdiff.models import prior_config
+from unasdiff.models.checkpoint import read_state_dict
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO.parent / "shared" / "data" / "unasdiff_demo"
@@ -114,8 +117,12 @@ def test_missing_files_and_wrong_checkpoints_are_named(corpora, tmp_path):
                                                "data.fsd_root=/nowhere", "task=speech_sound"]))
     with pytest.raises(UnasdiffError, match="does not fit this network config: 5 wrong shape: y_embedder_1"):
         _evaluate(corpora, tmp_path, "task=speech_sound", f"checkpoints.sound={REPO / 'tests/data/tiny_speech.pt'}")
+    # a one-class checkpoint under a sound prior config that names the classes
+    one_class = tmp_path / "one_class.pt"
+    torch.save({"ema": read_state_dict(REPO / "tests/data/tiny_speech.pt"),
+                "config": {"prior": OmegaConf.to_container(prior_config("tiny_speech"))}}, one_class)
     with pytest.raises(UnasdiffError, match="has 1 class.*not a sound prior"):
-        _evaluate(corpora, tmp_path, "task=speech_sound", "priors.sound=tiny_speech")
+        _evaluate(corpora, tmp_path, "task=speech_sound", f"checkpoints.sound={one_class}")
 
 
 def test_two_processes_split_the_manifest_and_merge(corpora, tmp_path):
@@ -145,3 +152,27 @@ def test_reference_outputs_on_the_demo_set_score_as_published(tmp_path):
                  "05_2speech": 8.4}
     for group, value in published.items():
         assert scores[f"group:{group}"]["si_sdr"]["mean"] == pytest.approx(value, abs=0.05)
+
+
+def test_held_out_folders_and_an_unconditional_sound_prior(tmp_path):
+    """The bundled priors' evaluation: <folder>/<speaker or class>/<clips> pools, a one-class sound prior."""
+    import soundfile as sf
+    from helpers import tone_bursts
+
+    for role, groups in (("speech", ("p227", "p351")), ("sound", ("Bark", "Meow"))):
+        for i, group in enumerate(groups):
+            (tmp_path / role / group).mkdir(parents=True)
+            sf.write(tmp_path / role / group / "clip.wav", tone_bursts(2.0, 16000, i + 5 * (role == "sound")), 16000)
+    results = tmp_path / "results"
+    run(compose_config("evaluate", TINY + [
+        f"results_root={results}", "task=speech_sound", "n_mixtures=2", "make_manifest=true",
+        f"data.speech_folder={tmp_path / 'speech'}", f"data.sound_folder={tmp_path / 'sound'}", "priors.sound=tiny_speech"]))
+    manifest = json.loads((results / "speech_sound" / "manifest.json").read_text())
+    for entry in manifest["mixtures"]:
+        speech, sound = entry["sources"]
+        assert speech["path"] in ("p227/clip.wav", "p351/clip.wav") and sound["label"] in ("Bark", "Meow")
+    with open(results / "speech_sound" / "hybrid-mixture-2steps-1x" / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(row["labels"] == "- -" for row in rows)  # no label for a one-class prior
+    with pytest.raises(UnasdiffError, match="no <group>/<audio files> folders under"):
+        SourcePools(speech_folder=tmp_path / "sound" / "Bark")  # clips, but no group folders

@@ -18,7 +18,7 @@ from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
 # Below this RMS (about -200 dBFS) a signal is treated as digital silence.
 SILENCE_RMS = 1e-10

@@ -30,9 +30,9 @@ from .data.mixtures import (SourcePools, demo_manifest, make_manifest, missing_f
                             write_manifest)
 from .errors import UnasdiffError
 from .files import atomic_path, write_text
-from .metrics import best_permutation, permute_sources, sdr, si_sdr, si_sdr_improvement
+from .metrics import permute_sources, score_sources
 from .runtime import start_processes, tune_cpu_allocator
-from .separate import load_priors, resolve_auto_labels, separate_waveform, working_gain
+from .separate import is_unconditional, load_priors, resolve_auto_labels, separate_waveform, working_gain
 
 log = logging.getLogger(__name__)
 METRICS = ("si_sdr", "si_sdri", "sdr")
@@ -40,7 +40,7 @@ METRICS = ("si_sdr", "si_sdri", "sdr")
 
 def corpus_roots(cfg: DictConfig) -> dict:
     demo = Path(cfg.demo_root).expanduser()
-    return {"speech": cfg.data.vctk_root, "sound": cfg.data.fsd_root,
+    return {"speech": cfg.data.speech_folder or cfg.data.vctk_root, "sound": cfg.data.sound_folder or cfg.data.fsd_root,
             "files": demo if demo.is_absolute() else REPO_ROOT / demo}
 
 
@@ -54,8 +54,10 @@ def obtain_manifest(cfg: DictConfig, roots: dict, is_main: bool) -> dict:
             raise UnasdiffError(f"{path} exists: every run must score the same mixtures; set overwrite_manifest=true "
                                 f"to replace it, or another manifest=PATH")
         roles = list(cfg.task.sources)
-        pools = SourcePools(cfg.data.vctk_root if "speech" in roles else None,
-                            cfg.data.fsd_root if "sound" in roles else None, cfg.data.mic)
+        speech, sound = "speech" in roles, "sound" in roles  # read only the corpora the task draws from
+        d = cfg.data
+        pools = SourcePools(d.vctk_root if speech else None, d.fsd_root if sound else None, d.mic,
+                            d.speech_folder if speech else None, d.sound_folder if sound else None)
         r = cfg.recipe
         manifest = make_manifest(cfg.task.name, roles, pools, cfg.n_mixtures, cfg.manifest_seed, cfg.sample_rate,
                                  r.seconds, tuple(r.level_dbfs), r.min_active, r.min_dbfs, cfg.data.cache_dir)
@@ -64,16 +66,6 @@ def obtain_manifest(cfg: DictConfig, roots: dict, is_main: bool) -> dict:
     if dist.is_initialized():
         dist.barrier()
     return read_manifest(path)
-
-
-def score(estimate: torch.Tensor, truth: torch.Tensor, mixture: torch.Tensor, permutation_invariant: bool):
-    """Per-source metrics [K] each, and the order used (estimate k -> truth k)."""
-    order = torch.arange(truth.shape[0])
-    if permutation_invariant:
-        order = best_permutation(estimate[None], truth[None])[0]
-        estimate = permute_sources(estimate[None], order[None])[0]
-    return {"si_sdr": si_sdr(estimate, truth), "si_sdri": si_sdr_improvement(estimate, truth, mixture),
-            "sdr": sdr(estimate, truth)}, order
 
 
 def done_ids(path: Path) -> set[str]:
@@ -108,7 +100,7 @@ def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device,
     roles = [src["role"] for src in entry["sources"]]
     labels = []
     for role, src in zip(roles, entry["sources"]):
-        if role != "sound":
+        if role != "sound" or is_unconditional(priors[role]):
             labels.append(None)
         elif given_labels and src.get("label") is not None:
             labels.append(label_index(src["label"], priors[role].classes, priors[role].net.num_classes))
@@ -121,7 +113,7 @@ def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device,
     permutation_invariant = bool(entry.get("permutation_invariant")) or (auto and len(set(roles)) < len(roles))
     estimate = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator,
                                  align=permutation_invariant) / gain
-    metrics, order = score(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant)
+    metrics, order = score_sources(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant)
     row = {"id": entry["id"], "group": entry.get("group", cfg.task.name), "roles": " ".join(roles),
            "labels": " ".join("-" if lab is None else str(lab) for lab in labels),
            "order": " ".join(map(str, order.tolist()))}
@@ -177,7 +169,7 @@ def score_reference_outputs(manifest: dict, roots: dict, cfg: DictConfig, task_d
         mixture, truth = render(entry, roots, cfg.sample_rate, None, cache)
         estimate = torch.stack([read_file(Path(roots["files"]) / s["reference_output"], cfg.sample_rate)
                                 for s in entry["sources"]])
-        metrics, order = score(estimate, truth, mixture, True)
+        metrics, order = score_sources(estimate, truth, mixture, True)
         row = {"id": entry["id"], "group": entry["group"], "roles": " ".join(s["role"] for s in entry["sources"])}
         for name in METRICS:
             for k, value in enumerate(metrics[name].tolist()):

@@ -75,3 +75,14 @@ def best_permutation(estimate: torch.Tensor, reference: torch.Tensor, metric=si_
 def permute_sources(estimate: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
     """estimate [B, K, L] reordered so that source k is estimate[permutation[k]]."""
     return torch.gather(estimate, -2, permutation[..., None].expand_as(estimate))
+
+
+def score_sources(estimate: torch.Tensor, truth: torch.Tensor, mixture: torch.Tensor, permutation_invariant: bool):
+    """SI-SDR, SI-SDRi and SDR per source ([K] each) of estimate [K, L] against truth [K, L], and the order
+    used (estimate order[k] is scored against truth k): fixed, or the best permutation where it is arbitrary."""
+    order = torch.arange(truth.shape[0])
+    if permutation_invariant:
+        order = best_permutation(estimate[None], truth[None])[0]
+        estimate = permute_sources(estimate[None], order[None])[0]
+    return {"si_sdr": si_sdr(estimate, truth), "si_sdri": si_sdr_improvement(estimate, truth, mixture),
+            "sdr": sdr(estimate, truth)}, order

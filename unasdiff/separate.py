@@ -20,6 +20,7 @@ from .config import REPO_ROOT
 from .data.labels import class_names, label_index
 from .errors import UnasdiffError
 from .files import write_text
+from .metrics import score_sources
 from .models import load_prior, prior_config
 from .plots import plot_spectrograms
 from .runtime import pick_device, tune_cpu_allocator
@@ -57,13 +58,26 @@ def checkpoint_path(role: str, prior_cfg: DictConfig, override) -> Path:
     return path
 
 
+def role_prior_config(cfg: DictConfig, role: str) -> DictConfig:
+    """The prior config of a role: priors.<role>, or fallback_priors.<role> (the bundled demo prior) when
+    the former's checkpoint is not there and no checkpoint is given (scripts/separate.py only)."""
+    prior_cfg = prior_config(cfg.priors[role])
+    fallback = (cfg.get("fallback_priors") or {}).get(role)
+    if fallback and not cfg.checkpoints.get(role) and not (REPO_ROOT / prior_cfg.checkpoint).is_file():
+        bundled = prior_config(fallback)
+        log.warning("no published %s prior at %s: using the bundled demo prior %s (small and far weaker; "
+                    "see README, 'Bundled demo priors')", role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint)
+        return bundled
+    return prior_cfg
+
+
 def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior]:
     """One network per prior role (shared by all sources of that role)."""
     priors = {}
     for role in dict.fromkeys(roles):
         if role not in cfg.priors:
             raise UnasdiffError(f"sources of role '{role}' need a prior; set priors.{role}=<config in configs/prior>")
-        prior_cfg = prior_config(cfg.priors[role])
+        prior_cfg = role_prior_config(cfg, role)
         override = cfg.checkpoints.get(role)
         path = checkpoint_path(role, prior_cfg, override)
         # a checkpoint of our own training carries its network config; a published one uses the prior's
@@ -74,11 +88,19 @@ def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior
     return priors
 
 
+def is_unconditional(prior: Prior) -> bool:
+    """A one-class prior without class names (speech, or an unlabelled sound prior): it takes no label."""
+    return prior.classes is None and prior.net.num_classes == 1
+
+
 def check_role(prior: Prior) -> None:
-    """Refuse a prior that cannot be the role's: a sound prior has the sound classes, a speech prior one class."""
-    if prior.role == "sound" and (prior.classes is None or prior.net.num_classes < len(prior.classes)):
+    """Refuse a prior that cannot be the role's: a sound prior has the sound classes (or is an unlabelled
+    one-class prior, like the bundled demo prior), a speech prior one class."""
+    if prior.role == "sound" and not is_unconditional(prior) and (
+            prior.classes is None or prior.net.num_classes < len(prior.classes)):
         raise UnasdiffError(f"{prior.checkpoint} has {prior.net.num_classes} class(es): not a sound prior "
-                            f"(checkpoints.sound must be a prior of the {len(prior.classes or [])} sound classes)")
+                            f"(checkpoints.sound must be a prior of the {len(prior.classes or [])} sound classes "
+                            f"or a one-class prior)")
     if prior.role == "speech" and prior.net.num_classes != 1:
         raise UnasdiffError(f"{prior.checkpoint} has {prior.net.num_classes} classes: not a speech prior "
                             f"(checkpoints.speech must be a one-class prior)")
@@ -98,6 +120,9 @@ def resolve_auto_labels(cfg: DictConfig, roles: list[str], priors: dict[str, Pri
     labels, report = list(labels), {}
     for role in dict.fromkeys(r for r, lab in zip(roles, labels) if lab == "auto"):
         prior = priors[role]
+        if is_unconditional(prior):  # nothing to choose
+            labels = [None if r == role and lab == "auto" else lab for r, lab in zip(roles, labels)]
+            continue
         slots = [k for k, (r, lab) in enumerate(zip(roles, labels)) if r == role and lab == "auto"]
         taken = {lab for r, lab in zip(roles, labels) if r == role and lab not in (None, "auto")}
         names = prior.classes
@@ -152,9 +177,25 @@ def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> 
     raise UnasdiffError(f"level.mode must be rms, peak or none, not {level.mode!r}")
 
 
+def read_true_sources(paths: list[Path], length: int, sample_rate: int, roles: list[str]) -> torch.Tensor:
+    """The true sources [K, L] at the priors' rate, checked against the mixture's sources and length."""
+    if len(paths) != len(roles):
+        raise UnasdiffError(f"true_sources names {len(paths)} files but the task has {len(roles)} sources "
+                            f"({', '.join(roles)})")
+    sources = []
+    for path in paths:
+        audio = load_audio(path, sample_rate)[0]
+        if abs(audio.shape[-1] - length) > sample_rate // 100:  # more than 10 ms apart: not this mixture's
+            raise UnasdiffError(f"true source {path} lasts {audio.shape[-1] / sample_rate:.2f} s but the mixture "
+                                f"{length / sample_rate:.2f} s")
+        sources.append(torch.nn.functional.pad(audio, (0, max(0, length - audio.shape[-1])))[:length])
+    return torch.stack(sources)
+
+
 def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, Prior], labels: list,
-                  device: torch.device) -> dict:
-    """Separate one file into out_dir; returns the summary that is also written as separation.json."""
+                  device: torch.device, true_sources: list[Path] | None = None) -> dict:
+    """Separate one file into out_dir (scored against true_sources when given); returns the summary that
+    is also written as separation.json."""
     started = time.perf_counter()
     generator = torch.Generator(device).manual_seed(cfg.seed)
     mixture, info = load_audio(path, cfg.sample_rate)
@@ -176,6 +217,12 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
         sources = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator,
                                     align=bool(cfg.task.permutation_invariant)) / gain
     names = source_names(roles, priors, labels)
+    truth = read_true_sources(true_sources, mixture.shape[-1], cfg.sample_rate, roles) if true_sources else None
+    scores = None
+    if truth is not None:
+        metrics, order = score_sources(sources.cpu(), truth, mixture.cpu(), bool(cfg.task.permutation_invariant))
+        scores = {"order": order.tolist(), **{name: [round(v, 3) for v in values.tolist()]
+                                              for name, values in metrics.items()}}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     original = resample(sources.cpu().numpy(), cfg.sample_rate, info.sample_rate)[..., :info.frames]
@@ -183,12 +230,16 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     for i, (name, wave) in enumerate(zip(names, original)):
         files.append(str(write_audio(out_dir / f"source_{i}_{name}.wav", wave, info.sample_rate, cfg.write.subtype)))
     if cfg.write.spectrogram:
-        panels = {"mixture": mixture.cpu(), **{f"source {i}: {n}": s.cpu() for i, (n, s) in enumerate(zip(names, sources))}}
+        panels = {"mixture": mixture.cpu()}
+        for i, (name, estimate) in enumerate(zip(names, sources.cpu())):
+            panels[f"source {i}: {name} (separated)"] = estimate
+            if truth is not None:
+                panels[f"source {i}: {name} (true)"] = truth[scores["order"].index(i)]
         files.append(str(plot_spectrograms(panels, cfg.sample_rate, out_dir / "spectrograms.png", title=path.name)))
     summary = {
         "mixture": str(path), "input": {"sample_rate": info.sample_rate, "channels": info.channels,
                                         "frames": info.frames, "subtype": info.subtype},
-        "sources": names, "labels": labels, "auto_labels": auto, "silent_input": silent,
+        "sources": names, "labels": labels, "auto_labels": auto, "scores": scores, "silent_input": silent,
         "level_gain": gain, "priors": {r: {"config": p.config.name, "checkpoint": str(p.checkpoint)}
                                        for r, p in priors.items()},
         "device": str(device), "seconds": round(time.perf_counter() - started, 2), "files": files,
@@ -209,20 +260,51 @@ def mixture_files(path: Path) -> list[Path]:
     return [path]
 
 
+def bundled_example(cfg: DictConfig) -> tuple[Path, list[Path]]:
+    """The example's mixture and true sources (true_<k>_<role>.wav, in source order)."""
+    folder = REPO_ROOT / cfg.example
+    truth = sorted(folder.glob("true_*.wav"))
+    if not (folder / "mixture.wav").is_file() or not truth:
+        raise UnasdiffError(f"the bundled example is missing from {folder}; pass mixture=PATH")
+    roles = [p.stem.split("_", 2)[2] for p in truth]
+    if roles != list(cfg.task.sources):
+        raise UnasdiffError(f"the bundled example holds {' + '.join(roles)} but task={cfg.task.name} separates "
+                            f"{' + '.join(cfg.task.sources)}; pass mixture=PATH")
+    return folder / "mixture.wav", truth
+
+
+def print_summary(path: Path, out_dir: Path, summary: dict) -> None:
+    print(f"{path.name}: {', '.join(summary['sources'])} -> {out_dir}/ ({summary['seconds']} s)")
+    if summary["scores"]:
+        for k, name in enumerate(summary["sources"]):
+            print(f"  source {k} ({name}): SI-SDR {summary['scores']['si_sdr'][k]:.2f} dB, "
+                  f"SI-SDRi {summary['scores']['si_sdri'][k]:.2f} dB against the true source")
+
+
 def run(cfg: DictConfig) -> int:
-    """Separate cfg.mixture (a file or a folder). In a folder a bad file is reported and skipped;
-    returns the number of such failures. Errors of the set-up (config, checkpoints, a single file) raise."""
+    """Separate cfg.mixture (a file or a folder; the bundled example when null). In a folder a bad file is
+    reported and skipped; returns the number of such failures. Errors of the set-up (config, checkpoints, a
+    single file) raise."""
     device = pick_device(cfg.device)
     if device.type == "cpu":
         tune_cpu_allocator()
-    source = Path(cfg.mixture).expanduser()
+    true_sources = [Path(p).expanduser() for p in cfg.true_sources] if cfg.true_sources else None
+    if cfg.mixture is None:
+        source, true_sources = bundled_example(cfg)
+        print(f"no mixture given: separating the bundled example {source.relative_to(REPO_ROOT)}")
+    else:
+        source = Path(cfg.mixture).expanduser()
     files = mixture_files(source)
+    if true_sources and source.is_dir():
+        raise UnasdiffError("true_sources go with a single mixture file, not a folder")
     priors = load_priors(cfg, cfg.task.sources, device)
+    for role, prior in priors.items():
+        print(f"{role} prior: {prior.config.name} ({prior.checkpoint})")
     labels = given_labels(list(cfg.task.sources), list(cfg.labels), priors)
     out_root = Path(cfg.output_dir)
     if not source.is_dir():
-        summary = separate_file(source, out_root, cfg, priors, labels, device)
-        print(f"{source.name}: {', '.join(summary['sources'])} -> {out_root}/ ({summary['seconds']} s)")
+        summary = separate_file(source, out_root, cfg, priors, labels, device, true_sources)
+        print_summary(source, out_root, summary)
         return 0
     failures = 0
     for path in files:
@@ -233,7 +315,5 @@ def run(cfg: DictConfig) -> int:
             failures += 1
             log.error("skipped %s: %s", path, err)
             continue
-        print(f"{path.name}: {', '.join(summary['sources'])} -> {out_dir}/ ({summary['seconds']} s)")
+        print_summary(path, out_dir, summary)
     return failures
-
-

@@ -24,7 +24,7 @@ import torch
 from ..audio import load_audio
 from ..errors import UnasdiffError
 from ..files import write_text
-from .corpora import fsd_clips, vctk_clips
+from .corpora import folder_clips, fsd_clips, vctk_clips
 from .crops import ResampledCache
 from .labels import fsd_classes
 from .spans import active_spans, crop_start, span_probabilities
@@ -35,28 +35,45 @@ MAX_DRAWS = 50
 
 
 class SourcePools:
-    """Test clips of each role, grouped by speaker or class."""
+    """Test clips of each role, grouped by speaker or class: VCTK's test speakers and FSDKaggle2018's test
+    set, or a folder per role laid out as <folder>/<speaker or class>/<clips> (e.g. the held-out clips of
+    scripts/gather_demo_audio.py), which takes the place of the corpus."""
 
-    def __init__(self, vctk_root=None, fsd_root=None, mic: str = "mic1"):
-        self.roots = {"speech": Path(vctk_root).expanduser() if vctk_root else None,
-                      "sound": Path(fsd_root).expanduser() if fsd_root else None}
-        self.groups = {}
-        if vctk_root:
-            by_speaker = {}
-            for clip in vctk_clips(vctk_root, "test", mic):
-                by_speaker.setdefault(clip.path.parent.name, []).append(clip.path)
-            self.groups["speech"] = by_speaker
-        if fsd_root:
-            by_class = {}
-            for clip in fsd_clips(fsd_root, "test"):
-                by_class.setdefault(fsd_classes()[clip.label], []).append(clip.path)
-            self.groups["sound"] = by_class
+    def __init__(self, vctk_root=None, fsd_root=None, mic: str = "mic1", speech_folder=None, sound_folder=None):
+        self.roots, self.groups = {}, {}
+        if speech_folder or vctk_root:
+            root = Path(speech_folder or vctk_root).expanduser()
+            clips = folder_groups(root) if speech_folder else group_by(vctk_clips(root, "test", mic),
+                                                                       lambda c: c.path.parent.name)
+            self.roots["speech"], self.groups["speech"] = root, clips
+        if sound_folder or fsd_root:
+            root = Path(sound_folder or fsd_root).expanduser()
+            clips = folder_groups(root) if sound_folder else group_by(fsd_clips(root, "test"),
+                                                                      lambda c: fsd_classes()[c.label])
+            self.roots["sound"], self.groups["sound"] = root, clips
 
     def need(self, role: str):
         if role not in self.groups:
-            what = {"speech": "data.vctk_root (VCTK 0.92)", "sound": "data.fsd_root (FSDKaggle2018)"}[role]
+            what = {"speech": "data.vctk_root (VCTK 0.92) or data.speech_folder",
+                    "sound": "data.fsd_root (FSDKaggle2018) or data.sound_folder"}[role]
             raise UnasdiffError(f"this task has {role} sources: set {what}")
         return self.groups[role]
+
+
+def group_by(clips, key) -> dict[str, list[Path]]:
+    groups = {}
+    for clip in clips:
+        groups.setdefault(key(clip), []).append(clip.path)
+    return groups
+
+
+def folder_groups(root: Path) -> dict[str, list[Path]]:
+    """<root>/<group>/<audio files> -> {group: files}."""
+    groups = {sub.name: [c.path for c in folder_clips(sub)] for sub in sorted(root.iterdir()) if sub.is_dir()} \
+        if root.is_dir() else {}
+    if not groups:
+        raise UnasdiffError(f"no <group>/<audio files> folders under {root} (one folder per speaker or class)")
+    return groups
 
 
 def make_manifest(task: str, roles: list[str], pools: SourcePools, count: int, seed: int, sample_rate: int = 16000,

@@ -1,0 +1,182 @@
+"""Gather the audio the bundled demo priors are trained and tested on (issue 6), without any dataset download.
+
+    python scripts/gather_demo_audio.py                 # -> data/demo/
+    python scripts/gather_demo_audio.py --debs DIR      # use .deb files already downloaded into DIR
+
+Training audio comes from Debian 12 packages (fetched with `apt-get download`, unpacked with `dpkg-deb -x`,
+nothing installed):
+  speech: real voices saying letters and syllables in 20 languages (klettres-data) and the spoken
+          descriptions of the Tux Paint stamps in about 40 languages (tuxpaint-stamps-default);
+  sound:  recorded sound effects of Tux Paint stamps (animals, vehicles, household), Battle for Wesnoth,
+          Frozen Bubble, and the freedesktop, Oxygen, Yaru, Deepin and GNOME sound themes.
+Held-out test audio, never used for training, comes from ../shared/data (the reference repository's
+clips): the VCTK utterances as heldout/speech/<speaker>/ and the FSDKaggle2018 test clips as
+heldout/sound/<class>/, the layout `scripts/evaluate.py data.speech_folder=... data.sound_folder=...` reads.
+
+Every training clip is written as 16 kHz mono 16-bit wav under <out>/train/<role>/<package>/, clips
+outside [min, max] seconds or silent are left out, and <out>/SOURCES.md lists packages, versions,
+licences (their Debian copyright files are copied next to it) and how much audio each gave.
+"""
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm  # noqa: E402
+
+from unasdiff.audio import AUDIO_SUFFIXES, is_silent, load_audio, write_audio  # noqa: E402
+from unasdiff.config import REPO_ROOT  # noqa: E402
+from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
+
+log = logging.getLogger("gather_demo_audio")
+SAMPLE_RATE = 16000
+# The bundled example's sound (examples/speech_sound): never trained on.
+EXAMPLE_SOUND = "usr/share/tuxpaint/stamps/animals/birds/rooster.ogg"
+
+# package -> (role, which files of it): the files are chosen by path and name, so a package's music,
+# spoken numbers and other sources of the wrong kind stay out.
+PACKAGES = {
+    "klettres-data": ("speech", lambda p: "/klettres/" in p),
+    "tuxpaint-stamps-default": None,  # both roles, see role_of()
+    "wesnoth-1.16-data": ("sound", lambda p: "/sounds/" in p),
+    "frozen-bubble-data": ("sound", lambda p: "/snd/" in p and "zik" not in p),
+    "sound-theme-freedesktop": ("sound", lambda p: "/sounds/" in p),
+    "oxygen-sounds": ("sound", lambda p: "/sounds/" in p),
+    "yaru-theme-sound": ("sound", lambda p: "/sounds/" in p),
+    "deepin-sound-theme": ("sound", lambda p: "/sounds/" in p),
+    "gnome-audio": ("sound", lambda p: "/sounds/" in p),
+}
+
+
+def role_of(package: str, path: str) -> str | None:
+    """'speech', 'sound' or None (not used) for one file of a package."""
+    if Path(path).suffix.lower() not in AUDIO_SUFFIXES:
+        return None
+    if package == "tuxpaint-stamps-default":
+        if "/stamps/symbols/" in path or path == EXAMPLE_SOUND:  # symbols: spoken numbers and letters
+            return None
+        return "speech" if "_desc" in Path(path).name else "sound"  # <stamp>_desc_<lang>.ogg: a spoken description
+    role, wanted = PACKAGES[package]
+    return role if wanted(path) else None
+
+
+def fetch_debs(packages, folder: Path) -> dict[str, Path]:
+    """package -> .deb file in `folder`, downloading what is missing with apt-get."""
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in packages if not list(folder.glob(f"{p}_*.deb"))]
+    if missing:
+        if not shutil.which("apt-get"):
+            raise UnasdiffError(f"apt-get not found: download the .deb files of {', '.join(missing)} "
+                                f"into {folder} and pass --debs {folder}")
+        log.info("downloading %s", " ".join(missing))
+        done = subprocess.run(["apt-get", "download", *missing], cwd=folder, capture_output=True, text=True)
+        if done.returncode:
+            raise UnasdiffError(f"apt-get download failed: {done.stderr.strip().splitlines()[-1]}")
+    return {p: sorted(folder.glob(f"{p}_*.deb"))[-1] for p in packages}
+
+
+def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, float], licences: Path) -> dict:
+    """Convert the package's chosen files; returns {role: (clips, seconds)}."""
+    totals = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+        root = Path(tmp)
+        for copyright_file in root.glob("usr/share/doc/*/copyright"):
+            shutil.copyfile(copyright_file, licences / f"{package}.copyright")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and role_of(package, str(p.relative_to(root))))
+        for path in tqdm(files, desc=package, unit="clip"):
+            role = role_of(package, str(path.relative_to(root)))
+            try:
+                audio, _ = load_audio(path, SAMPLE_RATE)
+            except UnasdiffError as err:
+                log.warning("left out %s", err)
+                continue
+            duration = audio.shape[-1] / SAMPLE_RATE
+            if not seconds[0] <= duration <= seconds[1] or is_silent(audio):
+                continue
+            target = out / "train" / role / package / path.relative_to(root / "usr/share").with_suffix(".wav")
+            write_audio(target, audio.numpy(), SAMPLE_RATE)
+            clips, total = totals.get(role, (0, 0.0))
+            totals[role] = (clips + 1, total + duration)
+    return totals
+
+
+def gather_heldout(shared: Path, out: Path) -> dict:
+    """The shared VCTK and FSDKaggle2018 clips as <out>/heldout/<role>/<speaker or class>/<file>."""
+    counts = {"speech": 0, "sound": 0}
+    samples = shared / "unasdiff_audio_samples"
+    if not samples.is_dir():
+        raise UnasdiffError(f"no held-out clips at {samples}; pass --shared <folder with unasdiff_audio_samples>")
+    for flac in sorted((samples / "speech").rglob("*.flac")):
+        speaker = flac.name.split("_")[0]  # p227_001_mic1.flac
+        target = out / "heldout" / "speech" / speaker / flac.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(flac, target)
+        counts["speech"] += 1
+    # the true speech sources of the paper's demo mixtures (VCTK test speakers; the speaker is not named)
+    for wav in sorted((shared / "unasdiff_demo").glob("*speech*/*/real_0.wav")):
+        mixture = wav.parent
+        target = out / "heldout" / "speech" / f"demo-{mixture.parent.name}-{mixture.name}" / wav.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wav, target)
+        counts["speech"] += 1
+    for wav in sorted((samples / "sound").glob("*/*.wav")):
+        target = out / "heldout" / "sound" / wav.parent.name / wav.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wav, target)
+        counts["sound"] += 1
+    return counts
+
+
+def package_version(deb: Path) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True).stdout.strip()
+
+
+def write_sources(out: Path, debs: dict, totals: dict, heldout: dict) -> None:
+    lines = ["# Demo audio: origins and licences", "",
+             "Written by `scripts/gather_demo_audio.py`. Training audio from Debian 12 packages (licences in",
+             "`licences/<package>.copyright`); held-out audio from the reference repository's clips",
+             "(VCTK 0.92, CC-BY 4.0; FSDKaggle2018 test set, Freesound clips under CC licences).", "",
+             "| package | version | role | clips | minutes |", "| --- | --- | --- | --- | --- |"]
+    for package, deb in debs.items():
+        for role, (clips, seconds) in sorted(totals.get(package, {}).items()):
+            lines.append(f"| {package} | {package_version(deb)} | {role} | {clips} | {seconds / 60:.1f} |")
+    lines += ["", f"Held out: {heldout['speech']} VCTK speech clips, {heldout['sound']} FSDKaggle2018 test clips.", ""]
+    (out / "SOURCES.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "demo")
+    parser.add_argument("--debs", type=Path, default=Path.home() / ".cache" / "unasdiff" / "debs")
+    parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--min-seconds", type=float, default=0.3)
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="longer files are music or ambiences")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("unasdiff.audio").setLevel(logging.WARNING)  # every clip is down-mixed and resampled
+    if (args.out / "train").exists():
+        raise UnasdiffError(f"{args.out / 'train'} exists: remove it to gather again")
+    debs = fetch_debs(PACKAGES, args.debs)
+    licences = args.out / "licences"
+    licences.mkdir(parents=True, exist_ok=True)
+    totals = {p: gather_package(p, deb, args.out, (args.min_seconds, args.max_seconds), licences)
+              for p, deb in debs.items()}
+    heldout = gather_heldout(args.shared, args.out)
+    write_sources(args.out, debs, totals, heldout)
+    for role in ("speech", "sound"):
+        clips = sum(t[role][0] for t in totals.values() if role in t)
+        minutes = sum(t[role][1] for t in totals.values() if role in t) / 60
+        print(f"{role}: {clips} training clips ({minutes:.1f} min) in {args.out / 'train' / role}, "
+              f"{heldout[role]} held-out clips in {args.out / 'heldout' / role}")
+    print(f"origins and licences: {args.out / 'SOURCES.md'}")
+
+
+if __name__ == "__main__":
+    run_or_exit(main)
