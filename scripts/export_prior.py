@@ -1,4 +1,4 @@
-"""Reduce a training checkpoint to a prior file for separation: EMA weights in fp16 plus the prior config.
+"""Reduce a training checkpoint to a prior file for separation: EMA (or raw) weights in fp16 plus the prior config.
 
     python scripts/export_prior.py runs/demo_speech/checkpoints/last.pt checkpoints/demo/speech.pt
 
@@ -23,10 +23,12 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by scripts/train_prior.py")
     parser.add_argument("out", type=Path)
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
+    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
+                        help="model: the raw weights (for a run whose EMA has not caught up)")
     args = parser.parse_args()
-    info = export_prior(args.checkpoint, args.out, getattr(torch, args.dtype))
+    info = export_prior(args.checkpoint, args.out, getattr(torch, args.dtype), args.weights)
     size = args.out.stat().st_size / 2**20
-    print(f"{args.out}: EMA weights of step {info['step']} ({args.dtype}, {size:.1f} MiB)")
+    print(f"{args.out}: {args.weights} weights of step {info['step']} ({args.dtype}, {size:.1f} MiB)")
 
 
 if __name__ == "__main__":

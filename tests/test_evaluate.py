@@ -117,10 +117,11 @@ def test_missing_files_and_wrong_checkpoints_are_named(corpora, tmp_path):
                                                "data.fsd_root=/nowhere", "task=speech_sound"]))
     with pytest.raises(UnasdiffError, match="does not fit this network config: 5 wrong shape: y_embedder_1"):
         _evaluate(corpora, tmp_path, "task=speech_sound", f"checkpoints.sound={REPO / 'tests/data/tiny_speech.pt'}")
-    # a one-class checkpoint under a sound prior config that names the classes
+    # a one-class checkpoint whose config names the 41 sound classes
     one_class = tmp_path / "one_class.pt"
+    config = OmegaConf.to_container(prior_config("tiny_speech"))
     torch.save({"ema": read_state_dict(REPO / "tests/data/tiny_speech.pt"),
-                "config": {"prior": OmegaConf.to_container(prior_config("tiny_speech"))}}, one_class)
+                "config": {"prior": {**config, "classes": "fsdkaggle2018"}}}, one_class)
     with pytest.raises(UnasdiffError, match="has 1 class.*not a sound prior"):
         _evaluate(corpora, tmp_path, "task=speech_sound", f"checkpoints.sound={one_class}")
 

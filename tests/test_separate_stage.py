@@ -120,13 +120,13 @@ def test_true_sources_must_match_the_mixture(tmp_path):
 
 def test_no_arguments_separate_the_bundled_example_with_the_bundled_priors(tmp_path, capsys):
     """What a newcomer runs first (here with 2 steps): no published priors in checkpoints/speech|sound."""
-    cfg = compose_config("separate", [f"output_dir={tmp_path}", "sampler.steps=2", "progress=false"])
+    cfg = compose_config("separate", [f"output_dir={tmp_path}", "example.sampler.steps=2", "progress=false"])
     if (REPO / "checkpoints" / "speech" / "speech_source.pt").exists():
         pytest.skip("published priors are installed here: the fallback is not exercised")
     assert run(cfg) == 0
     out = capsys.readouterr().out
     assert "separating the bundled example examples/speech_sound/mixture.wav" in out
-    assert "speech prior: demo_speech" in out and "sound prior: demo_sound" in out
+    assert "with hybrid at 2 steps" in out and "speech prior: demo_speech" in out and "sound prior: demo_sound" in out
     summary = json.loads((tmp_path / "separation.json").read_text())
     assert summary["sources"] == ["speech", "sound"] and len(summary["scores"]["si_sdri"]) == 2
     for k, name in enumerate(summary["sources"]):

@@ -1,5 +1,6 @@
 """Training a tiny prior on tiny corpora: resume, signals, two processes, and using the result."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,8 +14,9 @@ import torch
 from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree
 from unasdiff.errors import UnasdiffError
 from unasdiff.models import load_prior
+from unasdiff.models.checkpoint import export_prior, read_state_dict
 from unasdiff.separate import run as separate_run
-from unasdiff.training import train
+from unasdiff.training import ema_decay_at, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,17 +68,18 @@ def test_resume_without_a_checkpoint_says_so(vctk, tmp_path):
 def _launch(args, cwd):
     return subprocess.Popen([sys.executable, str(REPO / "scripts" / "train_prior.py"), *args,
                              f"hydra.run.dir={cwd / 'hydra'}"], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_goes_on(vctk, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _launch(smoke(vctk, run_dir, "train.max_steps=100000", "checkpoint.every=100000"), tmp_path)
+    proc = _launch(smoke(vctk, run_dir, "train.max_steps=100000", "checkpoint.every=100000", "train.num_workers=1"),
+                   tmp_path)
     deadline = time.time() + 120
     while not list((run_dir / "tensorboard").glob("events.*")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as a job scheduler does: the data worker hears it too
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     stopped = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
@@ -128,6 +131,21 @@ def test_a_trained_checkpoint_separates_without_conversion(vctk, tmp_path):
                                                       "task=speech_speech", f"checkpoints.speech={ckpt}"])
     assert separate_run(cfg) == 0
     assert len(list((tmp_path / "out").glob("source_*.wav"))) == 2
+
+    # exported as the demo priors are (fp16 EMA weights + config): a quarter of the size, the same network
+    exported = tmp_path / "exported.pt"
+    info = export_prior(ckpt, exported)
+    assert info["step"] == 2 and exported.stat().st_size < ckpt.stat().st_size / 3
+    ema, stored = read_state_dict(ckpt, "ema"), torch.load(exported, weights_only=True)["ema"]
+    assert stored.keys() == ema.keys() and all(torch.equal(stored[k], ema[k].half()) for k in ema)
+    small = load_prior(exported)
+    assert all(torch.equal(a, b.half().float()) for a, b in zip(small.state_dict().values(), net.state_dict().values()))
+    # used as a sound prior, it is an unconditional one (its own config names no classes)
+    cfg = compose_config("separate", TINY_SEPARATE + [f"mixture={mix}", f"output_dir={tmp_path / 'out2'}",
+                                                      "labels=[null,auto]", f"checkpoints.sound={exported}"])
+    assert separate_run(cfg) == 0
+    summary = json.loads((tmp_path / "out2" / "separation.json").read_text())
+    assert summary["sources"] == ["speech", "sound"] and summary["labels"] == [None, None]
 
 
 def test_sound_prior_fine_tunes_from_a_checkpoint_with_more_classes(tmp_path):
@@ -191,3 +209,8 @@ def test_a_signal_to_one_of_two_processes_stops_both_with_a_checkpoint(vctk, tmp
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] > 0
+
+
+def test_the_ema_warms_up_so_a_short_run_is_not_its_initial_weights():
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(90, 0.999) == pytest.approx(0.91)
+    assert ema_decay_at(10 ** 6, 0.999) == 0.999

@@ -21,7 +21,7 @@ from .data.labels import class_names, label_index
 from .errors import UnasdiffError
 from .files import write_text
 from .metrics import score_sources
-from .models import load_prior, prior_config
+from .models import load_prior_and_config, prior_config
 from .plots import plot_spectrograms
 from .runtime import pick_device, tune_cpu_allocator
 from .separation import separate
@@ -80,10 +80,11 @@ def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior
         prior_cfg = role_prior_config(cfg, role)
         override = cfg.checkpoints.get(role)
         path = checkpoint_path(role, prior_cfg, override)
-        # a checkpoint of our own training carries its network config; a published one uses the prior's
-        net = load_prior(path, None if override else prior_cfg, default_config=prior_cfg).to(device)
+        # a checkpoint of our own training carries its prior config (network and class names); a published
+        # one uses the role's
+        net, prior_cfg = load_prior_and_config(path, None if override else prior_cfg, default_config=prior_cfg)
         log.info("%s prior: %s", role, path)
-        priors[role] = Prior(role, prior_cfg, path, net)
+        priors[role] = Prior(role, prior_cfg, path, net.to(device))
         check_role(priors[role])
     return priors
 
@@ -262,7 +263,7 @@ def mixture_files(path: Path) -> list[Path]:
 
 def bundled_example(cfg: DictConfig) -> tuple[Path, list[Path]]:
     """The example's mixture and true sources (true_<k>_<role>.wav, in source order)."""
-    folder = REPO_ROOT / cfg.example
+    folder = REPO_ROOT / cfg.example.folder
     truth = sorted(folder.glob("true_*.wav"))
     if not (folder / "mixture.wav").is_file() or not truth:
         raise UnasdiffError(f"the bundled example is missing from {folder}; pass mixture=PATH")
@@ -292,6 +293,9 @@ def run(cfg: DictConfig) -> int:
     if cfg.mixture is None:
         source, true_sources = bundled_example(cfg)
         print(f"no mixture given: separating the bundled example {source.relative_to(REPO_ROOT)}")
+        if cfg.example.sampler:
+            cfg.sampler = OmegaConf.merge(cfg.sampler, cfg.example.sampler)
+            print(f"  with {cfg.sampler.method} at {cfg.sampler.steps} steps (example.sampler in configs/separate.yaml)")
     else:
         source = Path(cfg.mixture).expanduser()
     files = mixture_files(source)

@@ -61,6 +61,20 @@ def diffusion_loss(net, x0, t, noise, labels, schedule: DiffusionSchedule, valid
     return (per_example * valid).sum() / valid.sum().clamp_min(1)
 
 
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A scheduler's SIGTERM (or a Ctrl-C) reaches every process of the job: a data worker that died of it
+    would crash the main process before it writes its last checkpoint. Workers ignore those signals and
+    stop when the main process shuts the loader down."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay warms up, (1 + step) / (10 + step) until it reaches `decay`: without the warm-up the EMA
+    of a short run is still mostly the initial weights (0.999 ** 1000 = 37% of them after 1000 steps)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), net.parameters()):
@@ -163,7 +177,8 @@ def train(cfg: DictConfig) -> Path:
     dataset = CropStream(clips, data.sample_rate, data.seconds, tuple(data.level_dbfs), data.cache_dir, cfg.seed)
     batches = StreamBatches(cfg.train.batch_size, step, proc.rank, proc.world)
     loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.train.num_workers,
-                                              persistent_workers=cfg.train.num_workers > 0))
+                                              persistent_workers=cfg.train.num_workers > 0,
+                                              worker_init_fn=leave_stop_signals_to_the_main_process))
     schedule = DiffusionSchedule.linear(cfg.diffusion.steps, cfg.diffusion.beta_start, cfg.diffusion.beta_end)
     label_dropout = cfg.train.label_dropout if net.num_classes > 1 else 0.0
 
@@ -202,7 +217,7 @@ def train(cfg: DictConfig) -> Path:
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
             optimizer.step()
-            update_ema(ema, net, cfg.train.ema_decay)
+            update_ema(ema, net, ema_decay_at(step, cfg.train.ema_decay))
             step += 1
             bad_clips += int((valid == 0).sum())
             if not math.isfinite(loss.item()):

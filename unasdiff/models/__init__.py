@@ -14,7 +14,7 @@ from ..errors import UnasdiffError
 from .checkpoint import load_weights, read_checkpoint, read_state_dict
 from .network import TriplePathUNet
 
-__all__ = ["TriplePathUNet", "build_network", "load_prior", "prior_config"]
+__all__ = ["TriplePathUNet", "build_network", "load_prior", "load_prior_and_config", "prior_config"]
 
 
 def prior_config(config) -> DictConfig:
@@ -37,6 +37,12 @@ def load_prior(path, config=None, weights: str | None = None, default_config=Non
 
     `config` is a prior config (name or mapping). None takes the one that checkpoints written by
     scripts/train_prior.py carry, else `default_config`."""
+    return load_prior_and_config(path, config, weights, default_config)[0]
+
+
+def load_prior_and_config(path, config=None, weights: str | None = None,
+                          default_config=None) -> tuple[TriplePathUNet, DictConfig]:
+    """load_prior, and the prior config it used (given, carried by the checkpoint, or the default)."""
     path = Path(path)
     if not path.is_file():
         raise UnasdiffError(f"no checkpoint at {path}: put the prior's file there (see README, 'Published priors') "
@@ -51,4 +57,4 @@ def load_prior(path, config=None, weights: str | None = None, default_config=Non
     net = build_network(cfg)
     state = read_state_dict(path, weights or cfg.get("weights", "ema"), payload)
     load_weights(net, state, source=str(path))
-    return net.eval().requires_grad_(False)
+    return net.eval().requires_grad_(False), cfg

@@ -95,16 +95,16 @@ def atomic_torch_save(obj, path) -> None:
         os.fsync(f.fileno())
 
 
-def export_prior(run_checkpoint, out, dtype: torch.dtype = torch.float16) -> dict:
-    """A training checkpoint (scripts/train_prior.py) reduced to what separation needs: the EMA weights in
-    `dtype` and the prior config (about a quarter of the size in fp16: no optimizer state, no raw weights).
-    Returns what was written besides the weights."""
+def export_prior(run_checkpoint, out, dtype: torch.dtype = torch.float16, weights: str = "ema") -> dict:
+    """A training checkpoint (scripts/train_prior.py) reduced to what separation needs: the EMA (or the raw
+    "model") weights in `dtype`, stored as "ema", and the prior config (about a quarter of the size in fp16:
+    no optimizer state, one set of weights). Returns what was written besides the weights."""
     payload = read_checkpoint(run_checkpoint)
     carried = payload.get("config")
     if not isinstance(carried, dict) or "prior" not in carried:
         raise UnasdiffError(f"{run_checkpoint} is not a checkpoint of scripts/train_prior.py (it carries no config)")
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in read_state_dict(run_checkpoint, "ema", payload).items()}
-    info = {"step": int(payload.get("step", 0)), "trained_by": "scripts/train_prior.py",
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in read_state_dict(run_checkpoint, weights, payload).items()}
+    info = {"step": int(payload.get("step", 0)), "weights": weights, "trained_by": "scripts/train_prior.py",
             "data": {k: v for k, v in carried.get("data", {}).items() if k != "cache_dir"}, "train": carried.get("train", {})}
     atomic_torch_save({"ema": state, "config": {"prior": carried["prior"]}, "info": info}, out)
     return info
