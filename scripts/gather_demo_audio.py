@@ -89,9 +89,8 @@ def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, flo
         root = Path(tmp)
         for copyright_file in root.glob("usr/share/doc/*/copyright"):
             shutil.copyfile(copyright_file, licences / f"{package}.copyright")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and role_of(package, str(p.relative_to(root))))
-        for path in tqdm(files, desc=package, unit="clip"):
-            role = role_of(package, str(path.relative_to(root)))
+        chosen = sorted((p, role_of(package, str(p.relative_to(root)))) for p in root.rglob("*") if p.is_file())
+        for path, role in tqdm([(p, r) for p, r in chosen if r], desc=package, unit="clip"):
             try:
                 audio, _ = load_audio(path, SAMPLE_RATE)
             except UnasdiffError as err:

@@ -207,6 +207,8 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     if mixture.shape[-1] < frame:
         raise UnasdiffError(f"{path} lasts {1000 * info.frames / info.sample_rate:.1f} ms, shorter than one STFT frame "
                             f"of the priors ({frame} samples at {cfg.sample_rate} Hz)")
+    # read before separating: a true source that does not fit is reported at once, not after the sampler
+    truth = read_true_sources(true_sources, mixture.shape[-1], cfg.sample_rate, roles) if true_sources else None
     silent = bool(is_silent(mixture))
     gain = 1.0 if silent else working_gain(mixture, cfg.level, k)
     if silent:
@@ -218,7 +220,6 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
         sources = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator,
                                     align=bool(cfg.task.permutation_invariant)) / gain
     names = source_names(roles, priors, labels)
-    truth = read_true_sources(true_sources, mixture.shape[-1], cfg.sample_rate, roles) if true_sources else None
     scores = None
     if truth is not None:
         metrics, order = score_sources(sources.cpu(), truth, mixture.cpu(), bool(cfg.task.permutation_invariant))
