@@ -7,8 +7,10 @@ Training audio comes from Debian 12 packages (fetched with `apt-get download`, u
 nothing installed):
   speech: real voices saying letters and syllables in 20 languages (klettres-data) and the spoken
           descriptions of the Tux Paint stamps in about 40 languages (tuxpaint-stamps-default);
-  sound:  recorded sound effects of Tux Paint stamps (animals, vehicles, household), Battle for Wesnoth,
-          Frozen Bubble, and the freedesktop, Oxygen, Yaru, Deepin and GNOME sound themes.
+  sound:  recorded sound effects of Tux Paint stamps (animals, vehicles, household), the instruments,
+          animals and everyday sounds of GCompris (gcompris-qt-data, read out of its Qt resource files),
+          the drum, instrument and effect samples of LMMS (lmms-common), Battle for Wesnoth, Frozen Bubble,
+          and the freedesktop, Oxygen, Yaru, Deepin and GNOME sound themes.
 Held-out test audio, never used for training, comes from ../shared/data (the reference repository's
 clips): the VCTK utterances as heldout/speech/<speaker>/ and the FSDKaggle2018 test clips as
 heldout/sound/<class>/, the layout `scripts/evaluate.py data.speech_folder=... data.sound_folder=...` reads.
@@ -20,10 +22,12 @@ licences (their Debian copyright files are copied next to it) and how much audio
 
 import argparse
 import logging
+import struct
 import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,6 +55,11 @@ PACKAGES = {
     "yaru-theme-sound": ("sound", lambda p: "/sounds/" in p),
     "deepin-sound-theme": ("sound", lambda p: "/sounds/" in p),
     "gnome-audio": ("sound", lambda p: "/sounds/" in p),
+    # recorded instruments, farm animals and everyday sounds; its world-music pieces and intro jingle are music
+    "gcompris-qt-data": ("sound", lambda p: ".rcc.d/" in p and "explore_world_music" not in p and "/intro." not in p),
+    # sampled drums, instruments and effects; the synth basses, pads and choirs are left out
+    "lmms-common": ("sound", lambda p: any(f"/samples/{kind}/" in p
+                                           for kind in ("drums", "beats", "instruments", "latin", "effects", "misc"))),
 }
 
 
@@ -81,12 +90,47 @@ def fetch_debs(packages, folder: Path) -> dict[str, Path]:
     return {p: sorted(folder.glob(f"{p}_*.deb"))[-1] for p in packages}
 
 
+def unpack_qt_resources(rcc: Path) -> None:
+    """Write the files inside a Qt resource file (.rcc, Qt's binary format 1-3) to the folder `<rcc>.d/`."""
+    blob = rcc.read_bytes()
+    magic, version, tree, data, names = struct.unpack(">4sIIII", blob[:20])
+    if magic != b"qres":
+        raise UnasdiffError(f"{rcc} is not a Qt resource file")
+    entry_size = 22 if version >= 2 else 14  # format 2 added an 8-byte modification time
+    folder = rcc.with_name(rcc.name + ".d")
+
+    def name_at(offset: int) -> str:
+        length, = struct.unpack(">H", blob[names + offset:names + offset + 2])
+        return blob[names + offset + 6:names + offset + 6 + 2 * length].decode("utf-16-be")  # after a 4-byte hash
+
+    pending = [(0, folder)]
+    while pending:
+        index, path = pending.pop()
+        start = tree + index * entry_size
+        name_offset, flags = struct.unpack(">IH", blob[start:start + 6])
+        path = path / name_at(name_offset) if index else path
+        if flags & 2:  # a directory: child count and index of its first child
+            count, first = struct.unpack(">II", blob[start + 6:start + 14])
+            pending += [(child, path) for child in range(first, first + count)]
+            continue
+        offset, = struct.unpack(">I", blob[start + 10:start + 14])
+        size, = struct.unpack(">I", blob[data + offset:data + offset + 4])
+        content = blob[data + offset + 4:data + offset + 4 + size]
+        if flags & 4:
+            log.warning("left out %s: zstd-compressed resources are not read", path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(zlib.decompress(content[4:]) if flags & 1 else content)  # zlib: 4-byte size first
+
+
 def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, float], licences: Path) -> dict:
     """Convert the package's chosen files; returns {role: (clips, seconds)}."""
     totals = {}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
         root = Path(tmp)
+        for rcc in list(root.rglob("*.rcc")):
+            unpack_qt_resources(rcc)
         for copyright_file in root.glob("usr/share/doc/*/copyright"):
             shutil.copyfile(copyright_file, licences / f"{package}.copyright")
         chosen = sorted((p, role_of(package, str(p.relative_to(root)))) for p in root.rglob("*") if p.is_file())
@@ -99,7 +143,12 @@ def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, flo
             duration = audio.shape[-1] / SAMPLE_RATE
             if not seconds[0] <= duration <= seconds[1] or is_silent(audio):
                 continue
-            target = out / "train" / role / package / path.relative_to(root / "usr/share").with_suffix(".wav")
+            # Keep the original suffix in the name: "beep.ogg" and "beep.wav" are different clips.
+            relative = path.relative_to(root / "usr/share")
+            target = out / "train" / role / package / relative.with_name(relative.name + ".wav")
+            peak = audio.abs().max()
+            if peak > 1:  # resampling overshoots a few full-scale clips: scale them rather than clip them
+                audio = audio * (0.99 / peak)
             write_audio(target, audio.numpy(), SAMPLE_RATE)
             clips, total = totals.get(role, (0, 0.0))
             totals[role] = (clips + 1, total + duration)
