@@ -65,8 +65,8 @@ def role_prior_config(cfg: DictConfig, role: str) -> DictConfig:
     fallback = (cfg.get("fallback_priors") or {}).get(role)
     if fallback and not cfg.checkpoints.get(role) and not (REPO_ROOT / prior_cfg.checkpoint).is_file():
         bundled = prior_config(fallback)
-        log.warning("no published %s prior at %s: using the bundled demo prior %s (small and far weaker; "
-                    "see README, 'Bundled demo priors')", role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint)
+        log.warning("no published %s prior at %s: using the bundled demo prior %s, a small CPU-trained "
+                    "prior that runs the pipeline but does not yet separate (README, 'Bundled demo priors')", role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint)
         return bundled
     return prior_cfg
 
