@@ -3,7 +3,7 @@ priors tell their sources apart (which is what separation rests on).
 
     python benchmarks/prior_denoising.py                                   # the bundled demo priors
     python benchmarks/prior_denoising.py --prior speech=checkpoints/demo/speech.pt \
-        --prior speech@run=runs/demo_speech/checkpoints/last.pt --steps 20 60 100 150
+        --prior speech@run=runs/demo_speech/checkpoints/last.pt --steps 20 60 100 150 190
 
 For every held-out clip (`data/demo/heldout/<role>/<group>/`, written by scripts/gather_demo_audio.py;
 the first clip of each group) a crop around an active span is brought to -22.5 dBFS (the middle of the
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=Path, default=REPO_ROOT / "data" / "demo" / "heldout")
     parser.add_argument("--clips", type=int, default=16, help="clips (groups) per role")
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--steps", type=int, nargs="+", default=[20, 60, 100, 150])
+    parser.add_argument("--steps", type=int, nargs="+", default=[40, 100, 150])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     tune_cpu_allocator()
