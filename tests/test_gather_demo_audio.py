@@ -39,7 +39,8 @@ def qt_resource_file(files: dict[str, tuple[bytes, bool]], version: int = 2) -> 
     header = 20
     tree_offset, data_offset = header, header + len(tree) * entry
     names_offset = data_offset + len(data)
-    return struct.pack(">4sIIII", b"qres", version, tree_offset, data_offset, names_offset) + b"".join(tree) + data + names
+    header_bytes = struct.pack(">4sIIII", b"qres", version, tree_offset, data_offset, names_offset)
+    return header_bytes + b"".join(tree) + data + names
 
 
 @pytest.mark.parametrize("version", [1, 2])

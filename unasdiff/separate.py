@@ -66,7 +66,8 @@ def role_prior_config(cfg: DictConfig, role: str) -> DictConfig:
     if fallback and not cfg.checkpoints.get(role) and not (REPO_ROOT / prior_cfg.checkpoint).is_file():
         bundled = prior_config(fallback)
         log.warning("no published %s prior at %s: using the bundled demo prior %s, a small CPU-trained "
-                    "prior that runs the pipeline but does not yet separate (README, 'Bundled demo priors')", role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint)
+                    "prior that runs the pipeline but does not yet separate (README, 'Bundled demo priors')",
+                    role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint)
         return bundled
     return prior_cfg
 
