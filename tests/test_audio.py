@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -5,6 +8,7 @@ import torch
 
 from unasdiff.audio import gain_to_rms, load_audio, peak_dbfs, read_audio, rms_dbfs, write_audio
 from unasdiff.errors import UnasdiffError
+from unasdiff.files import write_text
 
 
 def _sine(rate, seconds=0.5, freq=440.0, channels=1):
@@ -79,3 +83,18 @@ def test_levels():
     g = gain_to_rms(x, -23.0)
     assert rms_dbfs(g * x).item() == pytest.approx(-23.0, abs=1e-4)
     assert gain_to_rms(torch.zeros(100), -23.0).item() == 1.0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_mode_of_a_plain_write(tmp_path, umask):
+    """Atomic writes go through a mkstemp file (0600): the result must be as readable as open() makes it."""
+    previous = os.umask(umask)
+    try:
+        wav = write_audio(tmp_path / "x.wav", torch.zeros(160), 16000)
+        text = write_text(tmp_path / "t.json", "{}")
+        plain = tmp_path / "plain"
+        plain.write_text("")
+    finally:
+        os.umask(previous)
+    for path in (wav, text):
+        assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask

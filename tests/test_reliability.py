@@ -113,3 +113,22 @@ def test_evaluation_killed_half_way_resumes_to_the_same_csv(tmp_path):
         with open(path, newline="") as f:
             return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
     assert rows(scores) == rows(tmp_path / "whole" / "speech_speech" / "hybrid-mixture-2steps-1x" / "scores.csv")
+
+
+@pytest.mark.parametrize("script,setting", [("separate.py", "output_dir"), ("evaluate.py", "results_root"),
+                                            ("train_prior.py", "run_dir")])
+@pytest.mark.parametrize("where", ["under_a_file", "in_proc"])
+def test_an_output_location_that_cannot_be_written_is_one_line_before_any_work(tmp_path, script, setting, where):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    target = blocker / "out" if where == "under_a_file" else Path("/proc/unasdiff_forbidden")
+    mix = tmp_path / "mix.wav"
+    sf.write(mix, tone_bursts(0.5, 16000, 1), 16000)
+    args = {"separate.py": [f"mixture={mix}", *TINY_SEPARATE],
+            "evaluate.py": ["task=demo", *TINY_SEPARATE],
+            "train_prior.py": ["experiment=smoke", "data=folder", f"data.folder_root={tmp_path}"]}[script]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args, f"{setting}={target}",
+                           f"hydra.run.dir={tmp_path / 'h'}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: cannot write to {target}" in proc.stderr and f"set {setting}" in proc.stderr
+    assert "Traceback" not in proc.stderr

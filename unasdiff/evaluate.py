@@ -29,7 +29,7 @@ from .data.labels import label_index
 from .data.mixtures import (SourcePools, demo_manifest, make_manifest, missing_files, read_file, read_manifest, render,
                             write_manifest)
 from .errors import UnasdiffError
-from .files import atomic_path, write_text
+from .files import atomic_path, writable_folder, write_text
 from .metrics import permute_sources, score_sources
 from .runtime import start_processes, tune_cpu_allocator
 from .separate import is_unconditional, load_priors, resolve_auto_labels, separate_waveform, working_gain
@@ -185,6 +185,8 @@ def run(cfg: DictConfig) -> Path:
     proc = start_processes(cfg.device)
     if proc.device.type == "cpu":
         tune_cpu_allocator()
+    if proc.is_main:
+        writable_folder(cfg.output_dir, "results_root (or output_dir)")
     roots = corpus_roots(cfg)
     manifest = obtain_manifest(cfg, roots, proc.is_main)
     if cfg.max_mixtures is not None:

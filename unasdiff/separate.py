@@ -19,7 +19,7 @@ from .audio import AUDIO_SUFFIXES, gain_to_rms, is_silent, load_audio, resample,
 from .config import REPO_ROOT
 from .data.labels import class_names, label_index
 from .errors import UnasdiffError
-from .files import write_text
+from .files import writable_folder, write_text
 from .metrics import score_sources
 from .models import load_prior_and_config, prior_config
 from .plots import plot_spectrograms
@@ -303,11 +303,11 @@ def run(cfg: DictConfig) -> int:
     files = mixture_files(source)
     if true_sources and source.is_dir():
         raise UnasdiffError("true_sources go with a single mixture file, not a folder")
+    out_root = writable_folder(cfg.output_dir, "output_dir")
     priors = load_priors(cfg, cfg.task.sources, device)
     for role, prior in priors.items():
         print(f"{role} prior: {prior.config.name} ({prior.checkpoint})")
     labels = given_labels(list(cfg.task.sources), list(cfg.labels), priors)
-    out_root = Path(cfg.output_dir)
     if not source.is_dir():
         summary = separate_file(source, out_root, cfg, priors, labels, device, true_sources)
         print_summary(source, out_root, summary)
