@@ -57,10 +57,11 @@ def separate(
         raise ValueError(f"mixture must be [B, L] or [L], got shape {tuple(mixture.shape)}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    schedule = (schedule or DiffusionSchedule.linear()).respaced(steps)
+    full = schedule or DiffusionSchedule.linear()
+    schedule = full.respaced(steps)
     if not isinstance(objective, ReconstructionObjective):
         objective = ReconstructionObjective(**(objective or {}))
-    rule = make_rule(method, **rule_params)
+    rule = make_rule(method, stride=len(full) / len(schedule), **rule_params)
     source_priors = SourcePriors(priors, labels)
     batch, length = mixture.shape
     k = len(source_priors)
