@@ -13,8 +13,12 @@ from ..config import group_entry
 from ..errors import UnasdiffError
 from .checkpoint import load_weights, read_checkpoint, read_state_dict
 from .network import TriplePathUNet
+from .templates import SpectralTemplatePrior
 
-__all__ = ["TriplePathUNet", "build_network", "load_prior", "load_prior_and_config", "prior_config"]
+# prior config `kind` -> the module that implements it
+KINDS = {"network": TriplePathUNet, "spectral_templates": SpectralTemplatePrior}
+
+__all__ = ["TriplePathUNet", "SpectralTemplatePrior", "build_network", "load_prior", "load_prior_and_config", "prior_config"]
 
 
 def prior_config(config) -> DictConfig:
@@ -26,10 +30,14 @@ def prior_config(config) -> DictConfig:
     raise TypeError(f"config must be a prior name or a mapping, not {type(config).__name__}")
 
 
-def build_network(config) -> TriplePathUNet:
-    """An untrained network with the architecture of a prior config."""
-    net_cfg = prior_config(config).net
-    return TriplePathUNet(**OmegaConf.to_container(net_cfg, resolve=True))
+def build_network(config) -> TriplePathUNet | SpectralTemplatePrior:
+    """An untrained prior of a prior config: the network (kind: network, the default) or a spectral-template
+    model (kind: spectral_templates)."""
+    cfg = prior_config(config)
+    kind = cfg.get("kind", "network")
+    if kind not in KINDS:
+        raise UnasdiffError(f"prior kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    return KINDS[kind](**OmegaConf.to_container(cfg.net, resolve=True))
 
 
 def load_prior(path, config=None, weights: str | None = None, default_config=None) -> TriplePathUNet:

@@ -1,0 +1,86 @@
+"""A classical source prior: a Gaussian scaled mixture of spectral templates, with an exact score.
+
+Each STFT frame X_n of a clean source is drawn from one of K x G complex Gaussians: spectral shape
+k (a variance per frequency bin, u_k) at level g (a fixed grid of gains), X_n | (k, g) ~ CN(0, g u_k),
+with mixture weights pi_kg (Benaroya, Bimbot and Gribonval's GSMM). The STFT is a tight frame
+(sqrt-Hann, 50 % overlap: A^T A = I), so white noise of variance s^2 per sample stays white noise
+of variance s^2 * sum(window^2) per coefficient, and the denoiser of x_t = a x0 + s eps is, per frame,
+
+    E[X | Y] = sum_kg p(k, g | Y) * a^2 g u_k / (a^2 g u_k + s^2 c) * Y,   c = sum(window^2),
+
+the posterior-weighted Wiener filter, with p(k, g | Y) from the complex Gaussian likelihoods. Frames
+are treated as independent. The module has the network's call signature `(x_t, t, label) -> eps`, so
+it runs in the same sampler as a trained network; the stationary `GaussianPrior` is its K = G = 1 case.
+`fit_templates` (unasdiff/templates_fit.py) learns u and pi from clean audio by EM in minutes on CPU.
+"""
+
+import torch
+from torch import nn
+
+from ..diffusion import DiffusionSchedule
+
+
+class SpectralTemplatePrior(nn.Module):
+    """Noise predictor `prior(x [B, L], t [B], label [B] | None) -> eps [B, L]` of a template mixture.
+
+    `t` is the network time input (5 x step for T = 200); `label` is ignored (one class)."""
+
+    num_classes = 1
+    null_label = 0
+
+    def __init__(self, templates: int = 32, gains: int = 12, gain_step_db: float = 4.0, n_fft: int = 1024,
+                 hop_length: int = 512, diffusion_steps: int = 200):
+        super().__init__()
+        if hop_length * 2 != n_fft:
+            raise ValueError(f"the template prior needs hop_length = n_fft / 2 (a tight sqrt-Hann frame), "
+                             f"got n_fft={n_fft}, hop_length={hop_length}")
+        self.n_fft, self.hop_length = n_fft, hop_length
+        bins = n_fft // 2 + 1
+        # shapes u_k (variance per bin at gain 1) and log weights of every (shape, gain) pair
+        self.register_buffer("shapes", torch.ones(templates, bins))
+        self.register_buffer("log_weights", torch.full((templates, gains), -torch.log(torch.tensor(templates * gains))))
+        # gains spaced gain_step_db apart, the loudest at 1 (0 dB)
+        self.register_buffer("gains", 10 ** (-gain_step_db * torch.arange(gains, dtype=torch.float32) / 10))
+        self.register_buffer("window", torch.hann_window(n_fft) ** 0.5, persistent=False)
+        self.schedule = DiffusionSchedule.linear(diffusion_steps)
+
+    @property
+    def noise_power(self) -> float:
+        """Variance of one STFT coefficient of unit white noise: sum of the squared window."""
+        return float(self.window.pow(2).sum())
+
+    def stft(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L] -> [B, F, N] complex."""
+        return torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True)
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        return torch.istft(spec, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
+
+    def component_variances(self) -> torch.Tensor:
+        """Variance of every (shape, gain) component per bin: [K * G, F]."""
+        return (self.gains[None, :, None] * self.shapes[:, None, :]).flatten(0, 1)
+
+    def responsibilities(self, power: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
+        """p(component | frame) for frames of |Y|^2 `power` [B, F, N] under per-component variances of Y
+        [C, F] or [B, C, F] -> [B, C, N]."""
+        log_lik = -(power.transpose(1, 2) @ (1 / variances).transpose(-1, -2)).transpose(1, 2)  # [B, C, N]
+        log_lik = log_lik - variances.log().sum(-1)[..., None]
+        return torch.softmax(log_lik + self.log_weights.flatten()[:, None], dim=1)
+
+    def denoise(self, x_t: torch.Tensor, signal: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        """E[a x0 | x_t] for x_t = a x0 + s eps, with a = `signal`, s = `spread` of shape [B, 1, 1] or [1, 1, 1]."""
+        spec = self.stft(x_t)  # [B, F, N]
+        clean = signal**2 * self.component_variances()[None]  # [B, C, F]
+        noisy = clean + spread**2 * self.noise_power
+        resp = self.responsibilities(spec.real**2 + spec.imag**2, noisy)  # [B, C, N]
+        gain = (resp.transpose(1, 2) @ (clean / noisy)).transpose(1, 2)  # [B, F, N]
+        return self.istft(spec * gain, x_t.shape[-1])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        steps = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0]) // self.schedule.time_scale
+        if (steps == steps[0]).all():  # the sampler's case: one step for the batch, one set of Wiener gains
+            steps = steps[:1]
+        abar = self.schedule.alphas_cumprod.to(x_t.device)[steps].reshape(-1, 1, 1)
+        signal, spread = abar.sqrt(), (1 - abar).sqrt()
+        estimate = self.denoise(x_t.float(), signal, spread)
+        return ((x_t - estimate) / spread[:, 0]).to(x_t.dtype)
