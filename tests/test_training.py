@@ -16,7 +16,7 @@ from unasdiff.errors import UnasdiffError
 from unasdiff.models import load_prior
 from unasdiff.models.checkpoint import export_prior, read_state_dict
 from unasdiff.separate import run as separate_run
-from unasdiff.training import ema_decay_at, train
+from unasdiff.training import diffusion_inputs, ema_decay_at, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -214,3 +214,21 @@ def test_a_signal_to_one_of_two_processes_stops_both_with_a_checkpoint(vctk, tmp
 def test_the_ema_warms_up_so_a_short_run_is_not_its_initial_weights():
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(90, 0.999) == pytest.approx(0.91)
     assert ema_decay_at(10 ** 6, 0.999) == 0.999
+
+
+def test_low_noise_focus_draws_that_share_of_steps_below_the_bound():
+    positions = list(range(400))
+    uniform, _, _ = diffusion_inputs(positions, seed=0, steps=200, length=8, label_dropout=0.0)
+    focused, _, _ = diffusion_inputs(positions, seed=0, steps=200, length=8, label_dropout=0.0,
+                                     low_noise_share=0.7, low_noise_below=40)
+    assert (uniform < 40).float().mean() < 0.3  # about a fifth
+    assert 0.7 < (focused < 40).float().mean() < 0.85  # 0.7 + 0.3 * 0.2
+    assert focused.max() >= 100  # the rest still spans the schedule
+    every, _, _ = diffusion_inputs(positions, seed=0, steps=200, length=8, label_dropout=0.0,
+                                   low_noise_share=1.0, low_noise_below=10)
+    assert every.max() < 10
+
+
+def test_a_bad_low_noise_focus_is_refused(vctk, tmp_path):
+    with pytest.raises(UnasdiffError, match="train.low_noise_focus needs share in"):
+        train(compose_config("train_prior", smoke(vctk, tmp_path / "run", "train.low_noise_focus.share=1.5")))
