@@ -1,16 +1,19 @@
 """How well each prior denoises held-out clips of each role: the cheap test of a prior, and of whether two
 priors tell their sources apart (which is what separation rests on).
 
-    python benchmarks/prior_denoising.py                                   # the bundled demo priors
+    python benchmarks/prior_denoising.py                  # the bundled network and template priors
     python benchmarks/prior_denoising.py --prior speech=checkpoints/demo/speech.pt \
-        --prior speech@run=runs/demo_speech/checkpoints/last.pt --steps 20 60 100 150 190
+        --prior run/speech=runs/demo_speech/checkpoints/last.pt --prior run/sound=runs/two_class/last.pt#1
 
 For every held-out clip (`data/demo/heldout/<role>/<group>/`, written by scripts/gather_demo_audio.py;
 the first clip of each group) a crop around an active span is brought to -22.5 dBFS (the middle of the
 training range), noised to each step t with fixed noise, and denoised in one shot by each prior:
 x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar). The table gives the gain in dB of x0_hat over
 x_t / sqrt(abar), averaged over clips: how much of the noise the prior removes. Priors that tell their
-sources apart show a larger gain on their own role than on the other. Forward passes only: minutes on CPU.
+sources apart show a larger gain on their own role than on the other: for every pair of priors named
+<prefix>speech and <prefix>sound the second table gives that own-role margin (own prior's gain minus the
+other prior's, on the same clips). CHECKPOINT#LABEL passes a class label (a two-class prior's roles).
+Forward passes only: minutes on CPU.
 """
 
 import argparse
@@ -33,7 +36,8 @@ from unasdiff.runtime import tune_cpu_allocator  # noqa: E402
 
 SAMPLE_RATE = 16000
 LEVEL_DBFS = -22.5
-DEMO_PRIORS = ["speech=checkpoints/demo/speech.pt", "sound=checkpoints/demo/sound.pt"]
+DEMO_PRIORS = ["network/speech=checkpoints/demo/speech.pt", "network/sound=checkpoints/demo/sound.pt",
+               "template/speech=checkpoints/demo/template_speech.pt", "template/sound=checkpoints/demo/template_sound.pt"]
 
 
 def heldout_crops(folder: Path, count: int, seconds: float, seed: int) -> torch.Tensor:
@@ -52,11 +56,12 @@ def heldout_crops(folder: Path, count: int, seconds: float, seed: int) -> torch.
 
 
 @torch.no_grad()
-def denoising_gain(prior, clean: torch.Tensor, schedule: DiffusionSchedule, step: int, seed: int) -> torch.Tensor:
+def denoising_gain(prior, label, clean: torch.Tensor, schedule: DiffusionSchedule, step: int, seed: int) -> torch.Tensor:
     """[N] dB: error of the one-shot x0 estimate at `step` against the error of the noisy input itself."""
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed + step))
     x_t = schedule.noised(clean, step, noise)
-    eps = prior(x_t, torch.full((len(clean),), schedule.time_input(step)), None)
+    labels = None if label is None else torch.full((len(clean),), label)
+    eps = prior(x_t, torch.full((len(clean),), schedule.time_input(step)), labels)
     abar = schedule.alphas_cumprod[step].item()
     signal, spread = abar**0.5, (1 - abar) ** 0.5
     before = (spread / signal) ** 2 * noise.pow(2).sum(-1)
@@ -66,12 +71,12 @@ def denoising_gain(prior, clean: torch.Tensor, schedule: DiffusionSchedule, step
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prior", action="append", metavar="NAME=CHECKPOINT",
+    parser.add_argument("--prior", action="append", metavar="NAME=CHECKPOINT[#LABEL]",
                         help=f"repeatable; default: {' '.join(DEMO_PRIORS)}")
     parser.add_argument("--heldout", type=Path, default=REPO_ROOT / "data" / "demo" / "heldout")
     parser.add_argument("--clips", type=int, default=16, help="clips (groups) per role")
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--steps", type=int, nargs="+", default=[40, 100, 150])
+    parser.add_argument("--steps", type=int, nargs="+", default=[3, 10, 20, 40])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     tune_cpu_allocator()
@@ -80,7 +85,8 @@ def main() -> None:
         name, sep, path = item.partition("=")
         if not sep:
             raise UnasdiffError(f"--prior {item!r}: write NAME=CHECKPOINT, e.g. speech=checkpoints/demo/speech.pt")
-        priors[name] = load_prior(path)
+        path, _, label = path.partition("#")
+        priors[name] = (load_prior(path), int(label) if label else None)
     roles = sorted(p.name for p in args.heldout.iterdir() if p.is_dir()) if args.heldout.is_dir() else []
     if not roles:
         raise UnasdiffError(f"no held-out clips in {args.heldout}: run scripts/gather_demo_audio.py first")
@@ -90,11 +96,22 @@ def main() -> None:
           f"{', '.join(f'{len(c)} {r}' for r, c in clips.items())} held-out clips of {args.seconds:g} s")
     print("| prior | clips | " + " | ".join(f"step {s}" for s in args.steps) + " | mean |")
     print("| --- | --- |" + " --- |" * (len(args.steps) + 1))
-    for name, prior in priors.items():
+    gains = {}
+    for name, (prior, label) in priors.items():
         for role, clean in clips.items():
-            gains = [denoising_gain(prior, clean, schedule, s, args.seed).mean().item() for s in args.steps]
-            print(f"| {name} | {role} | " + " | ".join(f"{g:.2f}" for g in gains) + f" | {np.mean(gains):.2f} |",
-                  flush=True)
+            gains[name, role] = [denoising_gain(prior, label, clean, schedule, s, args.seed).mean().item()
+                                 for s in args.steps]
+            print(f"| {name} | {role} | " + " | ".join(f"{g:.2f}" for g in gains[name, role])
+                  + f" | {np.mean(gains[name, role]):.2f} |", flush=True)
+    pairs = [(name[:-len(role)], role, other) for name, _ in priors.items() for role in roles for other in roles
+             if other != role and name.endswith(role) and name[:-len(role)] + other in priors]
+    if pairs:
+        print("\nown-role margin in dB: the own prior's gain minus the other prior's, on the same clips")
+        print("| priors | role | " + " | ".join(f"step {s}" for s in args.steps) + " | mean |")
+        print("| --- | --- |" + " --- |" * (len(args.steps) + 1))
+        for prefix, role, other in pairs:
+            margin = np.subtract(gains[prefix + role, role], gains[prefix + other, role])
+            print(f"| {prefix or '-'} | {role} | " + " | ".join(f"{m:+.2f}" for m in margin) + f" | {margin.mean():+.2f} |")
 
 
 if __name__ == "__main__":
