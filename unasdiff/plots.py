@@ -27,7 +27,7 @@ def plot_spectrograms(signals: dict[str, torch.Tensor], sample_rate: int, path, 
     top = max(s.max().item() for s in specs.values())
     rows = -(-len(specs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 2.2 * rows + 0.6), squeeze=False,
-                             sharex=True, sharey=True)
+                             sharex=True, sharey=True, layout="constrained")
     image = None
     for ax, (name, spec) in zip(axes.flat, specs.items()):
         duration = (spec.shape[-1] - 1) * (n_fft // 4) / sample_rate
@@ -41,7 +41,7 @@ def plot_spectrograms(signals: dict[str, torch.Tensor], sample_rate: int, path, 
     for ax in axes[-1]:
         ax.set_xlabel("time (s)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=11)
     fig.colorbar(image, ax=axes, label="level (dB)", shrink=0.9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
