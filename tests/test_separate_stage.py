@@ -81,10 +81,11 @@ def test_missing_published_checkpoint_says_where_to_put_it(tmp_path):
 def test_missing_published_checkpoint_falls_back_to_the_bundled_prior_and_says_so(tmp_path, caplog):
     mix = _write(tmp_path / "mix.wav", channels=1)
     cfg = compose_config("separate", TINY_SEPARATE + [
-        f"mixture={mix}", f"output_dir={tmp_path / 'out'}", "priors.speech=speech", "fallback_priors.speech=tiny_speech"])
+        f"mixture={mix}", f"output_dir={tmp_path / 'out'}", "priors.speech=speech", "fallback_priors.speech=tiny_speech",
+        "fallback_sampler.steps=2", "fallback_sampler.n_samples=1"])
     with caplog.at_level("WARNING"):
         assert run(cfg) == 0
-    assert "no published speech prior" in caplog.text and "using the bundled demo prior" in caplog.text
+    assert "no published speech prior" in caplog.text and "using the bundled prior" in caplog.text
     summary = json.loads((tmp_path / "out" / "separation.json").read_text())
     assert summary["priors"]["speech"]["config"] == "tiny_speech"
 
@@ -120,13 +121,14 @@ def test_true_sources_must_match_the_mixture(tmp_path):
 
 def test_no_arguments_separate_the_bundled_example_with_the_bundled_priors(tmp_path, capsys):
     """What a newcomer runs first (here with 2 steps): no published priors in checkpoints/speech|sound."""
-    cfg = compose_config("separate", [f"output_dir={tmp_path}", "example.sampler.steps=2", "progress=false"])
+    cfg = compose_config("separate", [f"output_dir={tmp_path}", "fallback_sampler.steps=2", "progress=false"])
     if (REPO / "checkpoints" / "speech" / "speech_source.pt").exists():
         pytest.skip("published priors are installed here: the fallback is not exercised")
     assert run(cfg) == 0
     out = capsys.readouterr().out
     assert "separating the bundled example examples/speech_sound/mixture.wav" in out
-    assert "with hybrid at 2 steps" in out and "speech prior: demo_speech" in out and "sound prior: demo_sound" in out
+    assert "sampler for the bundled priors: hybrid, 2 steps, mean of 16 sample(s)" in out
+    assert "speech prior: template_speech" in out and "sound prior: template_sound" in out
     summary = json.loads((tmp_path / "separation.json").read_text())
     assert summary["sources"] == ["speech", "sound"] and len(summary["scores"]["si_sdri"]) == 2
     for k, name in enumerate(summary["sources"]):

@@ -29,6 +29,8 @@ from .separation.classify import choose_labels, denoising_errors
 from .separation.windows import separate_in_windows
 
 log = logging.getLogger(__name__)
+# what the fallback warning says of the bundled priors: measured, README 'Bundled priors'
+BUNDLED_QUALITY = "a classical spectral-template prior fitted on CPU (far below the published priors)"
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Prior:
     config: DictConfig
     checkpoint: Path
     net: torch.nn.Module
+    fallback: bool = False  # the bundled prior, standing in for a published one that is not there
 
     @property
     def classes(self):
@@ -58,18 +61,17 @@ def checkpoint_path(role: str, prior_cfg: DictConfig, override) -> Path:
     return path
 
 
-def role_prior_config(cfg: DictConfig, role: str) -> DictConfig:
-    """The prior config of a role: priors.<role>, or fallback_priors.<role> (the bundled demo prior) when
-    the former's checkpoint is not there and no checkpoint is given (scripts/separate.py only)."""
+def role_prior_config(cfg: DictConfig, role: str) -> tuple[DictConfig, bool]:
+    """The prior config of a role and whether it is the fallback: priors.<role>, or fallback_priors.<role> (a
+    bundled prior) when the former's checkpoint is not there and no checkpoint is given (scripts/separate.py)."""
     prior_cfg = prior_config(cfg.priors[role])
     fallback = (cfg.get("fallback_priors") or {}).get(role)
     if fallback and not cfg.checkpoints.get(role) and not (REPO_ROOT / prior_cfg.checkpoint).is_file():
         bundled = prior_config(fallback)
-        log.warning("no published %s prior at %s: using the bundled demo prior %s, a small CPU-trained "
-                    "prior that runs the pipeline but does not yet separate (README, 'Bundled demo priors')",
-                    role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint)
-        return bundled
-    return prior_cfg
+        log.warning("no published %s prior at %s: using the bundled prior %s, %s (README, 'Bundled priors')",
+                    role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint, BUNDLED_QUALITY)
+        return bundled, True
+    return prior_cfg, False
 
 
 def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior]:
@@ -78,14 +80,14 @@ def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior
     for role in dict.fromkeys(roles):
         if role not in cfg.priors:
             raise UnasdiffError(f"sources of role '{role}' need a prior; set priors.{role}=<config in configs/prior>")
-        prior_cfg = role_prior_config(cfg, role)
+        prior_cfg, fallback = role_prior_config(cfg, role)
         override = cfg.checkpoints.get(role)
         path = checkpoint_path(role, prior_cfg, override)
         # a checkpoint of our own training carries its prior config (network and class names); a published
         # one uses the role's
         net, prior_cfg = load_prior_and_config(path, None if override else prior_cfg, default_config=prior_cfg)
         log.info("%s prior: %s", role, path)
-        priors[role] = Prior(role, prior_cfg, path, net.to(device))
+        priors[role] = Prior(role, prior_cfg, path, net.to(device), fallback)
         check_role(priors[role])
     return priors
 
@@ -295,9 +297,6 @@ def run(cfg: DictConfig) -> int:
     if cfg.mixture is None:
         source, true_sources = bundled_example(cfg)
         print(f"no mixture given: separating the bundled example {source.relative_to(REPO_ROOT)}")
-        if cfg.example.sampler:
-            cfg.sampler = OmegaConf.merge(cfg.sampler, cfg.example.sampler)
-            print(f"  with {cfg.sampler.method} at {cfg.sampler.steps} steps (example.sampler in configs/separate.yaml)")
     else:
         source = Path(cfg.mixture).expanduser()
     files = mixture_files(source)
@@ -307,6 +306,10 @@ def run(cfg: DictConfig) -> int:
     priors = load_priors(cfg, cfg.task.sources, device)
     for role, prior in priors.items():
         print(f"{role} prior: {prior.config.name} ({prior.checkpoint})")
+    if any(p.fallback for p in priors.values()) and cfg.get("fallback_sampler"):
+        cfg.sampler = OmegaConf.merge(cfg.sampler, cfg.fallback_sampler)
+        print(f"sampler for the bundled priors: {cfg.sampler.method}, {cfg.sampler.steps} steps, mean of "
+              f"{cfg.sampler.n_samples} sample(s) (fallback_sampler in configs/separate.yaml)")
     labels = given_labels(list(cfg.task.sources), list(cfg.labels), priors)
     if not source.is_dir():
         summary = separate_file(source, out_root, cfg, priors, labels, device, true_sources)
