@@ -1,17 +1,20 @@
-"""The bundled demo priors on held-out real audio: the paper's ablation at small scale.
+"""The bundled priors on real audio: the paper's ablation at small scale, for either kind of bundled prior.
 
-    python scripts/gather_demo_audio.py                       # once: data/demo/heldout (VCTK + FSDKaggle2018 clips)
-    python benchmarks/small_priors.py                         # every system, 30 held-out speech + sound mixtures
-    python benchmarks/small_priors.py --systems hybrid-50 undiff-50 --mixtures 8
-    python benchmarks/small_priors.py --demo --systems hybrid-200   # the paper's 28 demo mixtures, beside the reference
-    python benchmarks/small_priors.py --demo --mixtures 5 --systems hybrid-50   # its 5 speech + sound mixtures
+    python scripts/gather_demo_audio.py                       # once: data/demo/train and data/demo/heldout
+    python benchmarks/small_priors.py --priors template       # every system, 30 held-out speech + sound mixtures
+    python benchmarks/small_priors.py --priors network --systems msdm_dirac-50 --mixtures 8
+    python benchmarks/small_priors.py --validation --priors template    # validation mixtures: where settings are chosen
+    python benchmarks/small_priors.py --demo --mixtures 5 --systems msdm_dirac-100-4samples   # the paper's demo page
 
 Each system is one `scripts/evaluate.py` run (the same code path, so a stopped benchmark resumes where
-it stopped): the test mixtures follow the paper's recipe (4 s, a VCTK speaker and an FSDKaggle2018
-clip, each at -25..-20 dBFS RMS) and are written once to results/small_priors/speech_sound/manifest.json.
-The priors are checkpoints/demo/{speech,sound}.pt (override with --speech/--sound). The table gives
-SI-SDRi (dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB baseline,
-and is also written to results/small_priors/<task>/table.md with SI-SDR and SDR.
+it stopped): the mixtures follow the paper's recipe (4 s, a speaker and a sound clip, each at -25..-20 dBFS
+RMS) and are written once to <results>/speech_sound/manifest.json. Held-out mixtures take the VCTK and
+FSDKaggle2018 clips of data/demo/heldout (never trained on, never used to choose a setting); validation
+mixtures take training-side audio (data/demo/train, grouped by package), the only mixtures sampler settings
+are chosen on. --priors picks the bundled network priors (checkpoints/demo/{speech,sound}.pt, override with
+--speech/--sound) or the spectral-template priors (checkpoints/demo/template_*.pt). The table gives SI-SDRi
+(dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB baseline, and is also
+written to <results>/<task>/table.md with SI-SDR and SDR.
 """
 
 import argparse
@@ -23,36 +26,36 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from unasdiff.config import CONFIG_DIR, REPO_ROOT  # noqa: E402
 from unasdiff.errors import run_or_exit  # noqa: E402
 from unasdiff.evaluate import run as evaluate  # noqa: E402
 
 # name -> evaluate.py overrides. The questions of the ablation: guidance rule, initialisation, step count,
-# averaging samples. At 50 steps the hybrid rule runs as the bundled example does (example.sampler in
-# configs/separate.yaml: its floor is per step, so 50 steps with the 200-step constants give a quarter of the
-# guidance; benchmarks/gaussian_oracle.py found 0.4 / 0.008 for 50 steps); hybrid-50-reference-constants
-# shows what that changes.
+# averaging samples. Guidance constants are per step of the 200-step schedule at every step count (guidance.py).
 RULES = ("hybrid", "dps", "dsg", "msdm_dirac", "undiff")
-HYBRID_50 = [f"sampler.rules.hybrid.{key}={value}" for key, value in OmegaConf.to_container(
-    OmegaConf.load(CONFIG_DIR / "separate.yaml").example.sampler.rules.hybrid).items()]
 SYSTEMS = {}
-for steps in (200, 50):
+for steps in (200, 100, 50, 25):
     for rule in RULES:
-        SYSTEMS[f"{rule}-{steps}"] = [f"sampler={rule}", f"sampler.steps={steps}"] + (
-            HYBRID_50 if (rule, steps) == ("hybrid", 50) else [])
+        SYSTEMS[f"{rule}-{steps}"] = [f"sampler={rule}", f"sampler.steps={steps}"]
     SYSTEMS[f"hybrid-{steps}-noise-init"] = SYSTEMS[f"hybrid-{steps}"] + ["sampler.init=noise"]
-    SYSTEMS[f"hybrid-{steps}-4samples"] = SYSTEMS[f"hybrid-{steps}"] + ["sampler.n_samples=4"]
-SYSTEMS["hybrid-50-reference-constants"] = ["sampler=hybrid", "sampler.steps=50"]
+    SYSTEMS[f"msdm_dirac-{steps}-noise-init"] = SYSTEMS[f"msdm_dirac-{steps}"] + ["sampler.init=noise"]
+    for rule in ("hybrid", "msdm_dirac"):
+        for samples in (4, 16):
+            SYSTEMS[f"{rule}-{steps}-{samples}samples"] = SYSTEMS[f"{rule}-{steps}"] + [f"sampler.n_samples={samples}"]
+PRIORS = {"network": ("demo_speech", "demo_sound"), "template": ("template_speech", "template_sound")}
+DATA = REPO_ROOT / "data" / "demo"
 
 
 MANIFEST_SIZE = 30  # held-out speech + sound mixtures written to the manifest
 
 
 def system_config(name: str, args) -> DictConfig:
-    overrides = [*SYSTEMS[name], f"system={name}", f"results_root={args.results}", "priors.speech=demo_speech",
-                 "priors.sound=demo_sound", "progress=false", "write_wavs=3", f"manifest_seed={args.seed}"]
+    speech, sound = PRIORS[args.priors]
+    overrides = [*SYSTEMS[name], f"system={args.priors}-{name}", f"results_root={args.results}",
+                 f"priors.speech={speech}", f"priors.sound={sound}", "progress=false", "write_wavs=3",
+                 f"manifest_seed={args.seed}"]
     if args.speech:
         overrides.append(f"checkpoints.speech={args.speech}")
     if args.sound:
@@ -63,7 +66,7 @@ def system_config(name: str, args) -> DictConfig:
         manifest = Path(args.results) / "speech_sound" / "manifest.json"
         overrides += ["task=speech_sound", f"n_mixtures={MANIFEST_SIZE}", f"max_mixtures={args.mixtures or 'null'}",
                       f"make_manifest={not manifest.exists()}",
-                      f"data.speech_folder={args.heldout / 'speech'}", f"data.sound_folder={args.heldout / 'sound'}"]
+                      f"data.speech_folder={args.audio / 'speech'}", f"data.sound_folder={args.audio / 'sound'}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="evaluate", overrides=overrides)
 
@@ -76,11 +79,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demo", action="store_true", help="the paper's 28 demo mixtures instead")
     parser.add_argument("--demo-root", default=str(REPO_ROOT.parent / "shared" / "data" / "unasdiff_demo"))
-    parser.add_argument("--heldout", type=Path, default=REPO_ROOT / "data" / "demo" / "heldout")
-    parser.add_argument("--results", default=str(REPO_ROOT / "results" / "small_priors"))
-    parser.add_argument("--speech", help="speech prior checkpoint (default: checkpoints/demo/speech.pt)")
-    parser.add_argument("--sound", help="sound prior checkpoint (default: checkpoints/demo/sound.pt)")
+    parser.add_argument("--validation", action="store_true",
+                        help="validation mixtures of training-side audio (data/demo/train) instead of held-out ones")
+    parser.add_argument("--priors", choices=list(PRIORS), default="template")
+    parser.add_argument("--results", help="default: results/small_priors, or results/validation with --validation")
+    parser.add_argument("--speech", help="speech prior checkpoint (default: the bundled one of --priors)")
+    parser.add_argument("--sound", help="sound prior checkpoint (default: the bundled one of --priors)")
     args = parser.parse_args()
+    args.audio = DATA / ("train" if args.validation else "heldout")
+    args.results = args.results or str(REPO_ROOT / "results" / ("validation" if args.validation else "small_priors"))
     rows = []
     for name in args.systems:
         cfg = system_config(name, args)
@@ -91,7 +98,8 @@ def main() -> None:
         rows.append((name, summary["mixtures"], scores["all"]["si_sdri"]["mean"],
                      *(scores.get(f"role:{r}", {}).get("si_sdri", {}).get("mean", float("nan")) for r in ("speech", "sound")),
                      time.perf_counter() - started))
-    print(f"\nSI-SDRi in dB on {'the demo mixtures' if args.demo else 'held-out speech + sound mixtures'} "
+    where = "the demo mixtures" if args.demo else f"{'validation' if args.validation else 'held-out'} speech + sound mixtures"
+    print(f"\nSI-SDRi in dB, {args.priors} priors, on {where} "
           f"(the mixture: 0 dB); full table with SI-SDR and SDR: {table}")
     print("| system | mixtures | SI-SDRi | speech | sound | wall time this run (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
