@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from unasdiff.audio import gain_to_rms, load_audio  # noqa: E402
 from unasdiff.config import REPO_ROOT  # noqa: E402
 from unasdiff.data.mixtures import folder_groups  # noqa: E402
-from unasdiff.data.spans import active_spans, crop_start, span_probabilities  # noqa: E402
+from unasdiff.data.spans import active_crop  # noqa: E402
 from unasdiff.diffusion import DiffusionSchedule  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.models import load_prior  # noqa: E402
@@ -48,9 +48,7 @@ def heldout_crops(folder: Path, count: int, seconds: float, seed: int) -> torch.
     for files in list(folder_groups(folder).values())[:count]:
         x, _ = load_audio(files[0], SAMPLE_RATE)
         x = torch.nn.functional.pad(x, (0, max(0, length - x.shape[-1])))
-        spans = active_spans(x.numpy(), SAMPLE_RATE) or [(0.0, x.shape[-1] / SAMPLE_RATE)]
-        start = crop_start(x.shape[-1], length, spans, span_probabilities(spans), SAMPLE_RATE, rng)
-        crop = x[start:start + length]
+        crop = torch.from_numpy(active_crop(x.numpy(), length, SAMPLE_RATE, rng)[1])
         crops.append(crop * gain_to_rms(crop, LEVEL_DBFS))
     return torch.stack(crops)
 

@@ -103,3 +103,20 @@ def test_stream_batches_split_the_global_batch_between_processes():
 def test_folder_clips(tmp_path):
     with pytest.raises(UnasdiffError, match="no audio files"):
         folder_clips(tmp_path)
+
+
+def test_active_crop_always_holds_part_of_the_active_span():
+    from unasdiff.data.spans import active_crop, active_spans
+
+    rate, length = 16000, 4000
+    audio = np.zeros(5 * rate, dtype=np.float32)
+    audio[3 * rate:3 * rate + 800] = 0.5  # one 50 ms burst in 5 s of silence
+    (span_start, span_end), = active_spans(audio, rate)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        start, crop = active_crop(audio, length, rate, rng)
+        assert len(crop) == length and np.array_equal(crop, audio[start:start + length])
+        assert start / rate <= span_end and (start + length) / rate >= span_start  # the window meets the span
+    # a silent clip: any window of the whole clip, still the right length
+    start, crop = active_crop(np.zeros(rate, dtype=np.float32), length, rate, rng)
+    assert len(crop) == length and 0 <= start <= rate - length

@@ -16,7 +16,7 @@ from ..audio import load_audio
 from ..errors import UnasdiffError
 from ..files import atomic_path
 from .corpora import Clip
-from .spans import SpanSettings, active_spans, crop_start, span_probabilities
+from .spans import SpanSettings, active_crop, crop_spans
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,9 @@ class CropStream(torch.utils.data.Dataset):
             start = int(rng.integers(0, self.length - n + 1))
             out[start:start + n] = audio
             return out
-        if index not in self._spans:
-            spans = active_spans(audio, self.sample_rate, self.span_settings) or [(0.0, n / self.sample_rate)]
-            self._spans[index] = (spans, span_probabilities(spans))
-        start = crop_start(n, self.length, *self._spans[index], self.sample_rate, rng)
-        return audio[start:start + self.length]
+        if index not in self._spans:  # spans of a clip are found once per worker
+            self._spans[index] = crop_spans(audio, self.sample_rate, self.span_settings)
+        return active_crop(audio, self.length, self.sample_rate, rng, *self._spans[index])[1]
 
 
 class StreamBatches(torch.utils.data.Sampler):

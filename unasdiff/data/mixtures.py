@@ -27,7 +27,7 @@ from ..files import write_text
 from .corpora import folder_clips, fsd_clips, vctk_clips
 from .crops import ResampledCache
 from .labels import fsd_classes
-from .spans import active_spans, crop_start, span_probabilities
+from .spans import active_crop, active_spans
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -129,8 +129,7 @@ def _draw_source(rng, role, groups, used, root, cache, canvas, sample_rate, min_
         spans = active_spans(audio, sample_rate)
         if not spans:
             continue
-        start = crop_start(len(audio), length, spans, span_probabilities(spans), sample_rate, rng)
-        crop = audio[start:start + length]
+        start, crop = active_crop(audio, length, sample_rate, rng, spans)
         rms = float(np.sqrt(np.mean(crop.astype(np.float64) ** 2)))
         if rms <= 0 or 20 * math.log10(rms) < min_dbfs:
             continue

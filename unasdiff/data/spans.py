@@ -62,6 +62,24 @@ def crop_start(clip_length: int, length: int, spans, probs, sample_rate: int, rn
     return int(np.clip(point - rng.integers(0, length), 0, clip_length - length))
 
 
+def crop_spans(audio: np.ndarray, sample_rate: int, settings: SpanSettings = SpanSettings()):
+    """(spans, probabilities) to crop around: the active spans, or the whole clip when it has none."""
+    spans = active_spans(audio, sample_rate, settings) or [(0.0, len(audio) / sample_rate)]
+    return spans, span_probabilities(spans)
+
+
+def active_crop(audio: np.ndarray, length: int, sample_rate: int, rng: np.random.Generator, spans=None,
+                probs=None) -> tuple[int, np.ndarray]:
+    """(start, crop): the `length`-sample window of audio [N >= length] around a point drawn from a span
+    chosen by length (`crop_spans` unless the caller has them). Callers place clips shorter than `length`
+    themselves: training pads them at a random offset, test mixtures place them on their canvas, the
+    denoising benchmark pads them at the end."""
+    if spans is None:
+        spans, probs = crop_spans(audio, sample_rate)
+    start = crop_start(len(audio), length, spans, probs or span_probabilities(spans), sample_rate, rng)
+    return start, audio[start:start + length]
+
+
 def span_manifest(clips, root, names, progress: bool = True) -> tuple[list[dict], list[str]]:
     """Manifest entries (the reference's JSON format; paths relative to `root`) for clips with an
     active span, and the relative paths of the clips that have none."""
