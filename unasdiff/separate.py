@@ -29,8 +29,6 @@ from .separation.classify import choose_labels, denoising_errors
 from .separation.windows import separate_in_windows
 
 log = logging.getLogger(__name__)
-# what the fallback warning says of the bundled priors: measured, README 'Bundled priors'
-BUNDLED_QUALITY = "a classical spectral-template prior fitted on CPU (far below the published priors)"
 
 
 @dataclass
@@ -68,8 +66,9 @@ def role_prior_config(cfg: DictConfig, role: str) -> tuple[DictConfig, bool]:
     fallback = (cfg.get("fallback_priors") or {}).get(role)
     if fallback and not cfg.checkpoints.get(role) and not (REPO_ROOT / prior_cfg.checkpoint).is_file():
         bundled = prior_config(fallback)
-        log.warning("no published %s prior at %s: using the bundled prior %s, %s (README, 'Bundled priors')",
-                    role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint, BUNDLED_QUALITY)
+        log.warning("no published %s prior at %s: using the bundled prior %s. %s (README, 'Bundled priors')",
+                    role, REPO_ROOT / prior_cfg.checkpoint, bundled.checkpoint,
+                    bundled.get("measured", "A small prior, far weaker than the published one."))
         return bundled, True
     return prior_cfg, False
 
