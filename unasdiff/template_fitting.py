@@ -53,9 +53,9 @@ def em_step(prior: SpectralTemplatePrior, power: torch.Tensor, floor: float) -> 
     counts = torch.zeros(templates * gains)
     total = 0.0
     for chunk in power.split(CHUNK):
-        log_lik = -(chunk @ (1 / variances).T) - variances.log().sum(-1) + prior.log_weights.flatten()
-        total += torch.logsumexp(log_lik, dim=1).sum().item()
-        resp = torch.softmax(log_lik, dim=1)  # [n, C]
+        log_joint = prior.log_joint(chunk, variances)  # [n, C]
+        total += torch.logsumexp(log_joint, dim=1).sum().item()
+        resp = torch.softmax(log_joint, dim=1)
         counts += resp.sum(0)
         weighted += ((resp * inverse_gain).T @ chunk).reshape(templates, gains, -1).sum(1)
     per_shape = counts.reshape(templates, gains).sum(1, keepdim=True)
@@ -78,7 +78,6 @@ def fit(cfg: DictConfig) -> Path:
     """Fit the template prior of cfg.prior to cfg.data's clips and write it to cfg.out."""
     from .training import training_clips
 
-    torch.manual_seed(cfg.seed)
     out = writable_folder(Path(cfg.out).expanduser().parent, "out") / Path(cfg.out).name
     prior = SpectralTemplatePrior(**OmegaConf.to_container(cfg.prior.net, resolve=True))
     data = cfg.data

@@ -149,6 +149,10 @@ def checkpoint_payload(net, ema, optimizer, step: int, bad_clips: int, cfg: Dict
 
 def train(cfg: DictConfig) -> Path:
     """Run (or resume) training; returns the path of the last checkpoint."""
+    focus = cfg.train.low_noise_focus
+    if not (0.0 <= focus.share <= 1.0 and 1 <= focus.below <= cfg.diffusion.steps):
+        raise UnasdiffError(f"train.low_noise_focus needs share in [0, 1] and below in 1..{cfg.diffusion.steps}, "
+                            f"got share={focus.share}, below={focus.below}")
     proc = start_processes(cfg.device)
     if proc.device.type == "cpu":
         tune_cpu_allocator()
@@ -189,10 +193,6 @@ def train(cfg: DictConfig) -> Path:
                                               worker_init_fn=leave_stop_signals_to_the_main_process))
     schedule = DiffusionSchedule.linear(cfg.diffusion.steps, cfg.diffusion.beta_start, cfg.diffusion.beta_end)
     label_dropout = cfg.train.label_dropout if net.num_classes > 1 else 0.0
-    focus = cfg.train.low_noise_focus
-    if not (0.0 <= focus.share <= 1.0 and 1 <= focus.below <= schedule.num_train_steps):
-        raise UnasdiffError(f"train.low_noise_focus needs share in [0, 1] and below in 1..{schedule.num_train_steps}, "
-                            f"got share={focus.share}, below={focus.below}")
 
     writer = None
     if proc.is_main:

@@ -11,7 +11,7 @@ of variance s^2 * sum(window^2) per coefficient, and the denoiser of x_t = a x0 
 the posterior-weighted Wiener filter, with p(k, g | Y) from the complex Gaussian likelihoods. Frames
 are treated as independent. The module has the network's call signature `(x_t, t, label) -> eps`, so
 it runs in the same sampler as a trained network; the stationary `GaussianPrior` is its K = G = 1 case.
-`fit_templates` (unasdiff/templates_fit.py) learns u and pi from clean audio by EM in minutes on CPU.
+`fit_templates` (unasdiff/template_fitting.py) learns u and pi from clean audio by EM in minutes on CPU.
 """
 
 import torch
@@ -60,12 +60,16 @@ class SpectralTemplatePrior(nn.Module):
         """Variance of every (shape, gain) component per bin: [K * G, F]."""
         return (self.gains[None, :, None] * self.shapes[:, None, :]).flatten(0, 1)
 
+    def log_joint(self, frames: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
+        """log p(frame, component) up to a constant, for frames of |Y|^2 [..., N, F] under per-component
+        variances of Y [C, F] or [B, C, F] -> [..., N, C]: the complex Gaussian likelihood plus the log weight."""
+        log_lik = -(frames @ (1 / variances).transpose(-1, -2)) - variances.log().sum(-1).unsqueeze(-2)
+        return log_lik + self.log_weights.flatten()
+
     def responsibilities(self, power: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
         """p(component | frame) for frames of |Y|^2 `power` [B, F, N] under per-component variances of Y
         [C, F] or [B, C, F] -> [B, C, N]."""
-        log_lik = -(power.transpose(1, 2) @ (1 / variances).transpose(-1, -2)).transpose(1, 2)  # [B, C, N]
-        log_lik = log_lik - variances.log().sum(-1)[..., None]
-        return torch.softmax(log_lik + self.log_weights.flatten()[:, None], dim=1)
+        return torch.softmax(self.log_joint(power.transpose(1, 2), variances), dim=-1).transpose(1, 2)
 
     def denoise(self, x_t: torch.Tensor, signal: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
         """E[a x0 | x_t] for x_t = a x0 + s eps, with a = `signal`, s = `spread` of shape [B, 1, 1] or [1, 1, 1]."""
