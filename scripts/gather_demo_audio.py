@@ -10,7 +10,9 @@ nothing installed):
   sound:  recorded sound effects of Tux Paint stamps (animals, vehicles, household), the instruments,
           animals and everyday sounds of GCompris (gcompris-qt-data, read out of its Qt resource files),
           the drum, instrument and effect samples of LMMS (lmms-common), Battle for Wesnoth, Frozen Bubble,
-          and the freedesktop, Oxygen, Yaru, Deepin and GNOME sound themes.
+          the freedesktop, Oxygen, Yaru, Deepin and GNOME sound themes, the recorded samples of Sonic Pi,
+          the acoustic drum kits of Hydrogen, and the sampled acoustic instruments of the FluidR3 General
+          MIDI soundfont (fluid-soundfont-gm, read out of its SF2 file).
 Held-out test audio, never used for training, comes from ../shared/data (the reference repository's
 clips): the VCTK utterances as heldout/speech/<speaker>/ and the FSDKaggle2018 test clips as
 heldout/sound/<class>/, the layout `scripts/evaluate.py data.speech_folder=... data.sound_folder=...` reads.
@@ -32,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from unasdiff.audio import AUDIO_SUFFIXES, is_silent, load_audio, write_audio  # noqa: E402
@@ -50,7 +53,8 @@ PACKAGES = {
     "tuxpaint-stamps-default": None,  # both roles, see role_of()
     "wesnoth-1.16-data": ("sound", lambda p: "/sounds/" in p),
     "frozen-bubble-data": ("sound", lambda p: "/snd/" in p and "zik" not in p),
-    "sound-theme-freedesktop": ("sound", lambda p: "/sounds/" in p),
+    # its audio-channel-* files are spoken phrases ("front left")
+    "sound-theme-freedesktop": ("sound", lambda p: "/sounds/" in p and "audio-channel-" not in p),
     "oxygen-sounds": ("sound", lambda p: "/sounds/" in p),
     "yaru-theme-sound": ("sound", lambda p: "/sounds/" in p),
     "deepin-sound-theme": ("sound", lambda p: "/sounds/" in p),
@@ -60,7 +64,21 @@ PACKAGES = {
     # sampled drums, instruments and effects; the synth basses, pads and choirs are left out
     "lmms-common": ("sound", lambda p: any(f"/samples/{kind}/" in p
                                            for kind in ("drums", "beats", "instruments", "latin", "effects", "misc"))),
+    # recorded drums, tabla, bells, guitar and everyday sounds; the choir, the voice-like basses and robots and
+    # the music loops are left out
+    "sonic-pi-samples": ("sound", lambda p: "/samples/" in p and not any(
+        word in Path(p).name for word in ("ambi_choir", "voxy", "robot", "loop_"))),
+    "hydrogen-drumkits": ("sound", lambda p: "/drumkits/" in p),
+    # one folder per instrument of the soundfont (see unpack_soundfont); synthesisers and voices are left out
+    "fluid-soundfont-gm": ("sound", lambda p: ".sf2.d/" in p and not any(
+        word in Path(p).parent.name.lower() for word in SOUNDFONT_LEFT_OUT)),
 }
+# Soundfont instruments that are synthesised or sung rather than a recorded instrument or sound.
+SOUNDFONT_LEFT_OUT = ("voice", "vox", "choir", "synth", "saw", "sine", "square", "pad", "lead", "pulse", "808",
+                      "electronic", "electric toms", "atmosphere", "fantasia", "crystal", "ice rain", "echo drops",
+                      "goblin", "brightness", "soundtrack", "star theme", "sweep", "charang", "feedback", "reverse")
+# A looped soundfont sample (a sustained note) is played out to this length, then faded out.
+SOUNDFONT_NOTE_SECONDS = 2.0
 
 
 def role_of(package: str, path: str) -> str | None:
@@ -123,6 +141,62 @@ def unpack_qt_resources(rcc: Path) -> None:
         path.write_bytes(zlib.decompress(content[4:]) if flags & 1 else content)  # zlib: 4-byte size first
 
 
+def riff_chunks(blob: bytes, start: int, end: int):
+    """(id, data offset, size) of each RIFF chunk in blob[start:end], descending into LIST chunks."""
+    while start < end:
+        chunk, size = struct.unpack("<4sI", blob[start:start + 8])
+        if chunk == b"LIST":
+            yield from riff_chunks(blob, start + 12, start + 8 + size)
+        else:
+            yield chunk, start + 8, size
+        start += 8 + size + (size & 1)
+
+
+def unpack_soundfont(sf2: Path) -> None:
+    """Write each instrument's recorded samples of an SF2 soundfont as `<sf2>.d/<instrument>/<sample>.wav`.
+
+    Mono and left-channel samples only (a right channel repeats its left); a looped sample is played out to
+    SOUNDFONT_NOTE_SECONDS by repeating its loop, as a synthesiser holds a note, with a 0.2 s fade-out.
+    """
+    blob = sf2.read_bytes()
+    if blob[:4] != b"RIFF" or blob[8:12] != b"sfbk":
+        raise UnasdiffError(f"{sf2} is not an SF2 soundfont")
+    chunks = {chunk: (offset, size) for chunk, offset, size in riff_chunks(blob, 12, len(blob))}
+
+    def records(chunk: bytes, layout: str) -> list[tuple]:
+        offset, size = chunks[chunk]
+        width = struct.calcsize(layout)
+        return [struct.unpack(layout, blob[offset + i:offset + i + width]) for i in range(0, size, width)]
+
+    pcm = np.frombuffer(blob, np.int16, chunks[b"smpl"][1] // 2, chunks[b"smpl"][0]).astype(np.float32) / 32768
+    headers = records(b"shdr", "<20sIIIIIBbHH")[:-1]  # name, start, end, loop start, loop end, rate, ..., type
+    instruments = records(b"inst", "<20sH")  # name, first zone; the last record ends the list
+    zones = records(b"ibag", "<HH")  # first generator of each zone
+    generators = records(b"igen", "<HH")  # (operator, amount)
+    sample_id = 53  # the SF2 generator that names a zone's sample
+    folder = sf2.with_name(sf2.name + ".d")
+    written = set()  # instruments share samples: each is written once, under the first instrument using it
+    for (name, first_zone), (_, end_zone) in zip(instruments, instruments[1:]):
+        instrument = name.split(b"\0")[0].decode("latin-1").replace("/", "-").strip()
+        samples = {amount for zone in range(first_zone, end_zone)
+                   for operator, amount in generators[zones[zone][0]:zones[zone + 1][0]] if operator == sample_id}
+        for index in sorted(samples - written):
+            written.add(index)
+            sample, start, end, loop_start, loop_end, rate, *_, kind = headers[index]
+            if kind not in (1, 4):  # 1 mono, 2 right, 4 left, 8 linked; 0x8000 and up: ROM samples
+                continue
+            note = pcm[start:end]
+            if start <= loop_start < loop_end <= end and loop_end - loop_start > rate // 100:
+                loop = pcm[loop_start:loop_end]
+                length = int(SOUNDFONT_NOTE_SECONDS * rate)
+                repeats = max(0, int(np.ceil((length - len(note)) / len(loop))))
+                note = np.concatenate([pcm[start:loop_end], np.tile(loop, repeats)])[:length]
+                fade = min(len(note), rate // 5)
+                note[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
+            title = sample.split(b"\0")[0].decode("latin-1").replace("/", "-").strip()
+            write_audio(folder / instrument / f"{index:04d}-{title}.wav", note, rate)
+
+
 def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, float], licences: Path) -> dict:
     """Convert the package's chosen files; returns {role: (clips, seconds)}."""
     totals = {}
@@ -131,6 +205,8 @@ def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, flo
         root = Path(tmp)
         for rcc in list(root.rglob("*.rcc")):
             unpack_qt_resources(rcc)
+        for sf2 in list(root.rglob("*.sf2")):
+            unpack_soundfont(sf2)
         for copyright_file in root.glob("usr/share/doc/*/copyright"):
             shutil.copyfile(copyright_file, licences / f"{package}.copyright")
         chosen = sorted((p, role_of(package, str(p.relative_to(root)))) for p in root.rglob("*") if p.is_file())

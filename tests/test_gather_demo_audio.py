@@ -1,11 +1,13 @@
-"""scripts/gather_demo_audio.py: which package files train which prior, and the Qt resource reader."""
+"""scripts/gather_demo_audio.py: which package files train which prior, and the Qt resource and SF2 readers."""
 
 import importlib.util
 import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from unasdiff.errors import UnasdiffError
 
@@ -60,6 +62,60 @@ def test_a_file_that_is_not_a_qt_resource_is_refused(tmp_path):
         gather.unpack_qt_resources(bogus)
 
 
+def riff(chunk: bytes, payload: bytes) -> bytes:
+    return struct.pack("<4sI", chunk, len(payload)) + payload + b"\0" * (len(payload) & 1)
+
+
+def soundfont_file(pcm: np.ndarray, samples: list[tuple], instruments: dict[str, list[int]]) -> bytes:
+    """An SF2 holding int16 `pcm`, sample headers (name, start, end, loop start, loop end, rate, type) and
+    instruments name -> sample indices, one zone per sample."""
+    shdr = b"".join(struct.pack("<20sIIIIIBbHH", name.encode(), start, end, ls, le, rate, 60, 0, 0, kind)
+                    for name, start, end, ls, le, rate, kind in samples + [("EOS", 0, 0, 0, 0, 0, 0)])
+    inst, ibag, igen = b"", b"", b""
+    zone = 0
+    for name, indices in instruments.items():
+        inst += struct.pack("<20sH", name.encode(), zone)
+        for index in indices:
+            ibag += struct.pack("<HH", zone, 0)
+            igen += struct.pack("<HH", 53, index)  # sampleID
+            zone += 1
+    inst += struct.pack("<20sH", b"EOI", zone)
+    ibag += struct.pack("<HH", zone, 0)
+    sdta = b"sdta" + riff(b"smpl", pcm.astype("<i2").tobytes())
+    pdta = b"pdta" + riff(b"inst", inst) + riff(b"ibag", ibag) + riff(b"igen", igen) + riff(b"shdr", shdr)
+    info = b"INFO" + riff(b"ifil", struct.pack("<HH", 2, 1))
+    body = b"sfbk" + riff(b"LIST", info) + riff(b"LIST", sdta) + riff(b"LIST", pdta)
+    return struct.pack("<4sI", b"RIFF", len(body)) + body
+
+
+def test_soundfont_samples_are_written_per_instrument_and_looped_notes_held(tmp_path, monkeypatch):
+    monkeypatch.setattr(gather, "SOUNDFONT_NOTE_SECONDS", 0.5)
+    rate = 8000
+    pcm = (np.arange(3000) % 200 - 100).astype(np.int16) * 100
+    samples = [("pluck", 0, 1000, 0, 0, rate, 1),             # mono, no loop: written as it is
+               ("bow L", 1000, 1800, 1400, 1800, rate, 4),    # left channel with a loop: held to 0.5 s
+               ("bow R", 1800, 2600, 2200, 2600, rate, 2)]    # its right channel: left out
+    sf2 = tmp_path / "kit.sf2"
+    sf2.write_bytes(soundfont_file(pcm, samples, {"Harp/GS": [0], "Cello": [1, 2], "Strings": [0, 1]}))
+    gather.unpack_soundfont(sf2)
+    written = sorted(str(p.relative_to(tmp_path / "kit.sf2.d")) for p in (tmp_path / "kit.sf2.d").rglob("*.wav"))
+    assert written == ["Cello/0001-bow L.wav", "Harp-GS/0000-pluck.wav"]  # a shared sample is written once
+    pluck, pluck_rate = sf.read(tmp_path / "kit.sf2.d" / "Harp-GS" / "0000-pluck.wav", dtype="int16")
+    assert pluck_rate == rate and np.array_equal(pluck, pcm[:1000])
+    bow, _ = sf.read(tmp_path / "kit.sf2.d" / "Cello" / "0001-bow L.wav")
+    assert len(bow) == rate // 2
+    loop = pcm[1400:1800] / 32768
+    np.testing.assert_allclose(bow[800:1200], loop, atol=1e-4)  # the loop repeats after the note's own end
+    assert abs(bow[-1]) < 1e-3 < abs(bow[:-rate // 5]).max()   # and fades out
+
+
+def test_a_file_that_is_not_a_soundfont_is_refused(tmp_path):
+    bogus = tmp_path / "x.sf2"
+    bogus.write_bytes(b"RIFF" + bytes(4) + b"WAVE" + bytes(40))
+    with pytest.raises(UnasdiffError, match="not an SF2 soundfont"):
+        gather.unpack_soundfont(bogus)
+
+
 @pytest.mark.parametrize("package, path, role", [
     ("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps/animals/cat_desc_fr.ogg", "speech"),
     ("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps/animals/cat.ogg", "sound"),
@@ -72,6 +128,15 @@ def test_a_file_that_is_not_a_qt_resource_is_refused(tmp_path):
     ("lmms-common", "usr/share/lmms/samples/drums/snare01.ogg", "sound"),
     ("lmms-common", "usr/share/lmms/samples/bassloops/loop.ogg", None),       # synth loops: music
     ("klettres-data", "usr/share/klettres/fr/alpha/a.ogg", "speech"),
+    ("sound-theme-freedesktop", "usr/share/sounds/freedesktop/stereo/bell.oga", "sound"),
+    ("sound-theme-freedesktop", "usr/share/sounds/freedesktop/stereo/audio-channel-front-left.oga", None),  # spoken
+    ("sonic-pi-samples", "usr/share/sonic-pi/samples/tabla_na.flac", "sound"),
+    ("sonic-pi-samples", "usr/share/sonic-pi/samples/ambi_choir.flac", None),   # voices
+    ("sonic-pi-samples", "usr/share/sonic-pi/samples/loop_amen.flac", None),    # music loops
+    ("hydrogen-drumkits", "usr/share/hydrogen/data/drumkits/Gimme/snare.flac", "sound"),
+    ("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2.d/Cello/0341-Cello E7(L).wav", "sound"),
+    ("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2.d/Ahh Choir/0001-Ahh.wav", None),
+    ("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2.d/Saw-GS/0001-Saw.wav", None),
 ])
 def test_each_package_file_gets_its_role(package, path, role):
     assert gather.role_of(package, path) == role
