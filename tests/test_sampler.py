@@ -10,7 +10,8 @@ from unasdiff.diffusion.gaussian import (GaussianPrior, GaussianSource, bandpass
                                         posterior_spread, wiener)
 from unasdiff.errors import UnasdiffError
 from unasdiff.metrics import si_sdr
-from unasdiff.separation import RULES, ReconstructionObjective, SourcePriors, guided_step, make_rule, separate
+from unasdiff.separation import (RULES, ReconstructionObjective, SourcePriors, guided_step, make_rule,
+                                 mixture_consistent, separate)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,38 @@ def test_averaging_samples_moves_towards_wiener(oracle):
     assert torch.allclose(mean, samples.mean(1))
     single = si_sdr(samples[:, 0], truth).mean()
     assert si_sdr(mean, truth).mean() > single + 1.0
+
+
+@pytest.mark.parametrize("consistency", ["equal", "wiener"])
+def test_consistent_estimates_sum_to_the_mixture_and_keep_their_quality(oracle, consistency):
+    sources, truth, mixture = oracle
+    priors = [GaussianPrior(s) for s in sources]
+    kwargs = dict(method="dps", steps=25, generator=torch.Generator().manual_seed(4))
+    raw = separate(mixture, priors, **kwargs)
+    kwargs["generator"] = torch.Generator().manual_seed(4)
+    consistent = separate(mixture, priors, consistency=consistency, **kwargs)
+    assert not torch.allclose(raw.sum(1), mixture, atol=1e-3)
+    assert torch.allclose(consistent.sum(1), mixture, atol=1e-5)
+    assert si_sdr(consistent, truth).mean() > si_sdr(raw, truth).mean() - 0.5
+
+
+def test_wiener_consistency_gives_the_residual_to_the_source_that_holds_its_bins():
+    t = torch.arange(8000) / 16000
+    low, high = torch.sin(2 * torch.pi * 300 * t), torch.sin(2 * torch.pi * 5000 * t)
+    mixture = (low + high)[None]
+    estimate = torch.stack([0.5 * low, 0.5 * high])[None]  # each source found half of itself
+    fixed = mixture_consistent(estimate, mixture, "wiener")
+    assert torch.allclose(fixed.sum(1), mixture, atol=1e-5)
+    middle = slice(1000, 7000)  # away from the STFT's edges
+    assert torch.allclose(fixed[0, 0, middle], low[middle], atol=2e-3)
+    assert torch.allclose(fixed[0, 1, middle], high[middle], atol=2e-3)
+    equal = mixture_consistent(estimate, mixture, "equal")
+    assert torch.allclose(equal[0, 0], 0.5 * low + 0.5 * (low + high) / 2, atol=1e-6)
+    assert mixture_consistent(estimate, mixture, "none") is estimate
+    with pytest.raises(ValueError, match="unknown consistency 'wener'"):
+        mixture_consistent(estimate, mixture, "wener")
+    with pytest.raises(ValueError, match="unknown consistency 'wener'"):
+        separate(mixture, [lambda x, t, l: x], steps=2, consistency="wener")
 
 
 # --- every method, with the tiny networks ---

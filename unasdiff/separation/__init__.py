@@ -10,13 +10,14 @@ import torch
 
 from ..audio import is_silent
 from ..diffusion import DiffusionSchedule
+from .consistency import CONSISTENCY, mixture_consistent
 from .guidance import RULES, make_rule
 from .objective import ReconstructionObjective
 from .priors import Prior, SourcePriors
 from .sampler import INITS, guided_step, sample
 
 __all__ = ["separate", "SourcePriors", "ReconstructionObjective", "DiffusionSchedule", "RULES", "INITS",
-           "guided_step", "sample", "make_rule"]
+           "CONSISTENCY", "guided_step", "sample", "make_rule", "mixture_consistent"]
 
 
 def separate(
@@ -28,6 +29,7 @@ def separate(
     steps: int = 200,
     init: str = "mixture",
     n_samples: int = 1,
+    consistency: str = "none",
     generator: torch.Generator | None = None,
     init_step: int = 149,
     start_step: int | None = None,
@@ -49,6 +51,9 @@ def separate(
         `start_step` (default the last step, as in the reference).
     n_samples: posterior samples per mixture; the result is their average (the Monte-Carlo posterior
         mean), and `return_samples=True` also returns them all as [B, M, K, L].
+    consistency: "none" (as the reference), "equal" or "wiener": hand the part of the mixture the
+        estimate leaves out back to the sources, so that they sum to it (consistency.py); the returned
+        samples stay as drawn.
     Silent mixtures give silent sources.
     """
     squeeze = mixture.dim() == 1
@@ -57,6 +62,8 @@ def separate(
         raise ValueError(f"mixture must be [B, L] or [L], got shape {tuple(mixture.shape)}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if consistency not in CONSISTENCY:
+        raise ValueError(f"unknown consistency {consistency!r}; choose one of {', '.join(CONSISTENCY)}")
     full = schedule or DiffusionSchedule.linear()
     schedule = full.respaced(steps)
     if not isinstance(objective, ReconstructionObjective):
@@ -74,6 +81,7 @@ def separate(
                      start_step=start_step, generator=generator, progress=progress)
         samples[active] = out.view(-1, n_samples, k, length)
     estimate = samples.mean(dim=1)
+    estimate[active] = mixture_consistent(estimate[active], mixture[active], consistency)
     if squeeze:
         estimate, samples = estimate[0], samples[0]
     return (estimate, samples) if return_samples else estimate
