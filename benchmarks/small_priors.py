@@ -4,17 +4,23 @@
     python benchmarks/small_priors.py --priors template       # every system, 30 held-out speech + sound mixtures
     python benchmarks/small_priors.py --priors network --systems msdm_dirac-50 --mixtures 8
     python benchmarks/small_priors.py --validation --priors template    # validation mixtures: where settings are chosen
+    python benchmarks/small_priors.py --validation --fit prior.net.templates=64 --systems hybrid-100-4samples
     python benchmarks/small_priors.py --demo --mixtures 5 --systems msdm_dirac-100-4samples   # the paper's demo page
 
 Each system is one `scripts/evaluate.py` run (the same code path, so a stopped benchmark resumes where
 it stopped): the mixtures follow the paper's recipe (4 s, a speaker and a sound clip, each at -25..-20 dBFS
 RMS) and are written once to <results>/speech_sound/manifest.json. Held-out mixtures take the VCTK and
-FSDKaggle2018 clips of data/demo/heldout (never trained on, never used to choose a setting); validation
-mixtures take training-side audio (data/demo/train, grouped by package), the only mixtures sampler settings
-are chosen on. --priors picks the bundled network priors (checkpoints/demo/{speech,sound}.pt, override with
---speech/--sound) or the spectral-template priors (checkpoints/demo/template_*.pt). The table gives SI-SDRi
-(dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB baseline, and is also
-written to <results>/<task>/table.md with SI-SDR and SDR.
+FSDKaggle2018 clips of data/demo/heldout (never trained on, never used to choose a setting).
+
+Validation mixtures, the only ones settings are chosen on, take training-side audio of whole packages
+(VALIDATION_PACKAGES) that the priors being validated were not fitted on: with --validation, template
+priors are fitted here without those packages (data.exclude; once, cached under <results>/priors/, with the
+--fit overrides, e.g. --fit prior.net.templates=64), so that validation, like the held-out judge, measures
+priors on audio from sources they have never seen. The bundled priors are then fitted on all packages with
+the chosen settings. --priors picks the bundled network priors (checkpoints/demo/{speech,sound}.pt, override
+with --speech/--sound) or the spectral-template priors (checkpoints/demo/template_*.pt). The table gives
+SI-SDRi (dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB baseline, and is
+also written to <results>/<task>/table.md with SI-SDR and SDR.
 """
 
 import argparse
@@ -29,8 +35,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from unasdiff.config import CONFIG_DIR, REPO_ROOT  # noqa: E402
-from unasdiff.errors import run_or_exit  # noqa: E402
+from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.evaluate import run as evaluate  # noqa: E402
+from unasdiff.separation import CONSISTENCY  # noqa: E402
+from unasdiff.template_fitting import fit as fit_template  # noqa: E402
 
 # name -> evaluate.py overrides. The questions of the ablation: guidance rule, initialisation, step count,
 # averaging samples. Guidance constants are per step of the 200-step schedule at every step count (guidance.py).
@@ -46,14 +54,52 @@ for steps in (200, 100, 50, 25):
             SYSTEMS[f"{rule}-{steps}-{samples}samples"] = SYSTEMS[f"{rule}-{steps}"] + [f"sampler.n_samples={samples}"]
 PRIORS = {"network": ("demo_speech", "demo_sound"), "template": ("template_speech", "template_sound")}
 DATA = REPO_ROOT / "data" / "demo"
+# Packages of data/demo/train/<role> held out of the priors that --validation measures: varied recordings
+# (spoken letters in 20 languages; animals, vehicles, instruments, household sounds and percussion).
+VALIDATION_PACKAGES = {"speech": ("klettres-data",),
+                       "sound": ("tuxpaint-stamps-default", "gcompris-qt-data", "sonic-pi-samples")}
 
 
 MANIFEST_SIZE = 30  # held-out speech + sound mixtures written to the manifest
 
 
+def fit_tag(args) -> str:
+    """The --fit overrides as part of a name: 'prior.net.templates=64' -> '-templates=64'."""
+    return "".join(f"-{override.rsplit('.', 1)[-1]}" for override in args.fit)
+
+
+def system_name(name: str, args) -> str:
+    consistency = "" if args.consistency == "none" else f"-{args.consistency}"
+    return f"{args.priors}-{name}{consistency}{fit_tag(args)}"
+
+
+def validation_priors(args) -> None:
+    """Fit template priors without VALIDATION_PACKAGES (once) and point args.speech/args.sound at them;
+    link the held-out packages into <results>/mixtures/<role>/ for the validation mixtures."""
+    for role, packages in VALIDATION_PACKAGES.items():
+        train = DATA / "train" / role
+        mixtures = Path(args.results) / "mixtures" / role
+        mixtures.mkdir(parents=True, exist_ok=True)
+        for package in packages:
+            if not (train / package).is_dir():
+                raise UnasdiffError(f"{train / package} not found: run scripts/gather_demo_audio.py")
+            if not (mixtures / package).exists():
+                (mixtures / package).symlink_to((train / package).resolve(), target_is_directory=True)
+        if args.priors != "template":
+            continue
+        out = Path(args.results) / "priors" / f"template_{role}{fit_tag(args)}.pt"
+        if not out.exists():
+            overrides = [f"experiment=template_{role}", f"out={out}", f"data.exclude=[{','.join(packages)}]",
+                         f"seed={args.seed}", *args.fit]
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                fit_template(compose(config_name="fit_template_prior", overrides=overrides))
+        setattr(args, role, getattr(args, role) or str(out))
+
+
 def system_config(name: str, args) -> DictConfig:
     speech, sound = PRIORS[args.priors]
-    overrides = [*SYSTEMS[name], f"system={args.priors}-{name}", f"results_root={args.results}",
+    overrides = [*SYSTEMS[name], f"sampler.consistency={args.consistency}", f"system={system_name(name, args)}",
+                 f"results_root={args.results}",
                  f"priors.speech={speech}", f"priors.sound={sound}", "progress=false", "write_wavs=3",
                  f"manifest_seed={args.seed}"]
     if args.speech:
@@ -76,18 +122,30 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--mixtures", type=int, help=f"the first N mixtures (default: all; {MANIFEST_SIZE} held-out "
                                                       "ones, or the 28 demo mixtures)")
+    parser.add_argument("--consistency", choices=CONSISTENCY, default="none",
+                        help="sampler.consistency of every system: make the sources sum to the mixture")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demo", action="store_true", help="the paper's 28 demo mixtures instead")
     parser.add_argument("--demo-root", default=str(REPO_ROOT.parent / "shared" / "data" / "unasdiff_demo"))
     parser.add_argument("--validation", action="store_true",
-                        help="validation mixtures of training-side audio (data/demo/train) instead of held-out ones")
+                        help="validation mixtures of training-side packages the priors were not fitted on "
+                             "(VALIDATION_PACKAGES) instead of held-out ones")
+    parser.add_argument("--fit", nargs="+", default=[], metavar="OVERRIDE",
+                        help="--validation: fit_template_prior overrides of the template priors fitted here")
     parser.add_argument("--priors", choices=list(PRIORS), default="template")
     parser.add_argument("--results", help="default: results/small_priors, or results/validation with --validation")
     parser.add_argument("--speech", help="speech prior checkpoint (default: the bundled one of --priors)")
     parser.add_argument("--sound", help="sound prior checkpoint (default: the bundled one of --priors)")
     args = parser.parse_args()
-    args.audio = DATA / ("train" if args.validation else "heldout")
     args.results = args.results or str(REPO_ROOT / "results" / ("validation" if args.validation else "small_priors"))
+    args.audio = Path(args.results) / "mixtures" if args.validation else DATA / "heldout"
+    if args.validation:
+        if args.priors == "network" and not (args.speech and args.sound):
+            raise UnasdiffError("the bundled network priors were trained on the validation packages too: pass --speech "
+                                "and --sound checkpoints trained with data.exclude=[...] (VALIDATION_PACKAGES)")
+        validation_priors(args)
+    elif args.fit:
+        raise UnasdiffError("--fit applies to the priors fitted for --validation only")
     rows = []
     for name in args.systems:
         cfg = system_config(name, args)
@@ -95,7 +153,7 @@ def main() -> None:
         table = evaluate(cfg)
         summary = json.loads((Path(cfg.output_dir) / "summary.json").read_text())
         scores = summary["scores"]
-        rows.append((name, summary["mixtures"], scores["all"]["si_sdri"]["mean"],
+        rows.append((system_name(name, args), summary["mixtures"], scores["all"]["si_sdri"]["mean"],
                      *(scores.get(f"role:{r}", {}).get("si_sdri", {}).get("mean", float("nan")) for r in ("speech", "sound")),
                      time.perf_counter() - started))
     where = "the demo mixtures" if args.demo else f"{'validation' if args.validation else 'held-out'} speech + sound mixtures"

@@ -103,6 +103,15 @@ def test_stream_batches_split_the_global_batch_between_processes():
 def test_folder_clips(tmp_path):
     with pytest.raises(UnasdiffError, match="no audio files"):
         folder_clips(tmp_path)
+    for path in ("drums/kit/snare.wav", "drums/kick.flac", "birds/crow.ogg", "notes.txt"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    assert [c.path.name for c in folder_clips(tmp_path)] == ["crow.ogg", "kick.flac", "snare.wav"]
+    assert [c.path.name for c in folder_clips(tmp_path, exclude=("drums",))] == ["crow.ogg"]
+    with pytest.raises(UnasdiffError, match="no audio files .* outside birds, drums"):
+        folder_clips(tmp_path, exclude=("birds", "drums"))
+    with pytest.raises(UnasdiffError, match="cannot exclude drum: no such sub-folder"):
+        folder_clips(tmp_path, exclude=("drum",))
 
 
 def test_active_crop_always_holds_part_of_the_active_span():

@@ -40,7 +40,7 @@ def training_clips(data: DictConfig):
     if data.kind == "fsd":
         return fsd_clips(data.fsd_root, data.split, data.verified_only)
     if data.kind == "folder":
-        return folder_clips(data.folder_root, data.label)
+        return folder_clips(data.folder_root, data.label, tuple(data.exclude))
     raise UnasdiffError(f"data.kind must be vctk, fsd or folder, not {data.kind!r}")
 
 

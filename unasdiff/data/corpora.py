@@ -99,12 +99,18 @@ def fsd_clips(root, split: str = "train", verified_only: bool = True) -> list[Cl
     return clips
 
 
-def folder_clips(root, label: int | None = None) -> list[Clip]:
-    """Every audio file under `root` (recursively), all with the same label."""
+def folder_clips(root, label: int | None = None, exclude=()) -> list[Clip]:
+    """Every audio file under `root` (recursively), all with the same label, except those in the
+    sub-folders of `root` named in `exclude` (a validation split, for instance)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UnasdiffError(f"audio folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    missing = sorted(name for name in exclude if not (root / name).is_dir())
+    if missing:
+        raise UnasdiffError(f"cannot exclude {', '.join(missing)}: no such sub-folder of {root}")
+    files = sorted(p for p in root.rglob("*")
+                   if p.suffix.lower() in AUDIO_SUFFIXES and p.relative_to(root).parts[0] not in exclude)
     if not files:
-        raise UnasdiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}")
+        raise UnasdiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}"
+                            + (f" outside {', '.join(exclude)}" if exclude else ""))
     return [Clip(p, label) for p in files]
