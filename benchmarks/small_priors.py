@@ -64,8 +64,8 @@ MANIFEST_SIZE = 30  # held-out speech + sound mixtures written to the manifest
 
 
 def fit_tag(args) -> str:
-    """The --fit overrides as part of a name: 'prior.net.templates=64' -> '-templates=64'."""
-    return "".join(f"-{override.rsplit('.', 1)[-1]}" for override in args.fit)
+    """The --fit overrides as part of a name: 'prior.net.templates=64' -> '-templates64'."""
+    return "".join(f"-{override.rsplit('.', 1)[-1].replace('=', '')}" for override in args.fit)
 
 
 def system_name(name: str, args) -> str:
