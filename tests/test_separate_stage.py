@@ -127,13 +127,17 @@ def test_no_arguments_separate_the_bundled_example_with_the_bundled_priors(tmp_p
     assert run(cfg) == 0
     out = capsys.readouterr().out
     assert "separating the bundled example examples/speech_sound/mixture.wav" in out
-    assert "sampler for the bundled priors: hybrid, 2 steps, mean of 16 sample(s)" in out
+    assert "sampler for the bundled priors: hybrid, 2 steps, mean of 16 sample(s), consistency wiener" in out
     assert "speech prior: template_speech" in out and "sound prior: template_sound" in out
     summary = json.loads((tmp_path / "separation.json").read_text())
     assert summary["sources"] == ["speech", "sound"] and len(summary["scores"]["si_sdri"]) == 2
+    waves = []
     for k, name in enumerate(summary["sources"]):
         wave, rate = sf.read(tmp_path / f"source_{k}_{name}.wav")
         assert rate == 16000 and wave.shape == (64000,) and np.abs(wave).max() > 0
+        waves.append(wave)
+    mixture, _ = sf.read(REPO / "examples" / "speech_sound" / "mixture.wav")
+    assert np.abs(sum(waves) - mixture).max() < 1e-3  # consistency: the sources add up to the mixture (pcm16)
     assert (tmp_path / "spectrograms.png").stat().st_size > 10_000
 
 

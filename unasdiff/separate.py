@@ -308,7 +308,8 @@ def run(cfg: DictConfig) -> int:
     if any(p.fallback for p in priors.values()) and cfg.get("fallback_sampler"):
         cfg.sampler = OmegaConf.merge(cfg.sampler, cfg.fallback_sampler)
         print(f"sampler for the bundled priors: {cfg.sampler.method}, {cfg.sampler.steps} steps, mean of "
-              f"{cfg.sampler.n_samples} sample(s) (fallback_sampler in configs/separate.yaml)")
+              f"{cfg.sampler.n_samples} sample(s), consistency {cfg.sampler.consistency} "
+              f"(fallback_sampler in configs/separate.yaml)")
     labels = given_labels(list(cfg.task.sources), list(cfg.labels), priors)
     if not source.is_dir():
         summary = separate_file(source, out_root, cfg, priors, labels, device, true_sources)
