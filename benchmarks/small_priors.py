@@ -14,16 +14,18 @@ FSDKaggle2018 clips of data/demo/heldout (never trained on, never used to choose
 
 Validation mixtures, the only ones settings are chosen on, take training-side audio of whole packages
 (VALIDATION_PACKAGES) that the priors being validated were not fitted on: with --validation, template
-priors are fitted here without those packages (data.exclude; once, cached under <results>/priors/, with the
---fit overrides, e.g. --fit prior.net.templates=64), so that validation, like the held-out judge, measures
-priors on audio from sources they have never seen. The bundled priors are then fitted on all packages with
-the chosen settings. --priors picks the bundled network priors (checkpoints/demo/{speech,sound}.pt, override
+priors are fitted here without those packages (data.exclude), with the --fit overrides (e.g. --fit
+prior.net.templates=32), once: they are cached under <results>/priors/ and, like the systems' results,
+named by a hash of their settings (-fit<id>). So validation, like the held-out judge, measures priors on
+audio from sources they have never seen. The bundled priors are then fitted on all packages with the
+chosen settings. --priors picks the bundled network priors (checkpoints/demo/{speech,sound}.pt, override
 with --speech/--sound) or the spectral-template priors (checkpoints/demo/template_*.pt). The table gives
 SI-SDRi (dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB baseline, and is
 also written to <results>/<task>/table.md with SI-SDR and SDR.
 """
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -32,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from unasdiff.config import CONFIG_DIR, REPO_ROOT  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
@@ -70,7 +72,18 @@ def fit_tag(args) -> str:
 
 def system_name(name: str, args) -> str:
     consistency = "" if args.consistency == "none" else f"-{args.consistency}"
-    return f"{args.priors}-{name}{consistency}{fit_tag(args)}"
+    fitted = f"-fit{args.fit_id}" if args.fit_id else ""
+    return f"{args.priors}-{name}{consistency}{fit_tag(args)}{fitted}"
+
+
+def fit_id(configs: dict) -> str:
+    """6 hex digits naming what validation priors were fitted with (prior, fit and data settings), so that
+    a cached prior or result from other settings (an edited config file, say) is never reused."""
+    settings = {role: {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("prior", "fit", "data")}
+                for role, cfg in configs.items()}
+    for role in settings.values():
+        del role["data"]["cache_dir"]  # where resampled audio is cached, not what it is
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
 def validation_priors(args) -> None:
@@ -85,15 +98,20 @@ def validation_priors(args) -> None:
                 raise UnasdiffError(f"{train / package} not found: run scripts/gather_demo_audio.py")
             if not (mixtures / package).exists():
                 (mixtures / package).symlink_to((train / package).resolve(), target_is_directory=True)
-        if args.priors != "template":
-            continue
-        out = Path(args.results) / "priors" / f"template_{role}{fit_tag(args)}.pt"
-        if not out.exists():
-            overrides = [f"experiment=template_{role}", f"out={out}", f"data.exclude=[{','.join(packages)}]",
-                         f"seed={args.seed}", *args.fit]
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                fit_template(compose(config_name="fit_template_prior", overrides=overrides))
-        setattr(args, role, getattr(args, role) or str(out))
+    if args.priors != "template":
+        return
+    configs = {}
+    for role, packages in VALIDATION_PACKAGES.items():
+        overrides = [f"experiment=template_{role}", f"data.exclude=[{','.join(packages)}]", f"seed={args.seed}",
+                     *args.fit]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            configs[role] = compose(config_name="fit_template_prior", overrides=overrides)
+    args.fit_id = fit_id(configs)
+    for role, cfg in configs.items():
+        cfg.out = str(Path(args.results) / "priors" / f"template_{role}-{args.fit_id}.pt")
+        if not Path(cfg.out).exists():
+            fit_template(cfg)
+        setattr(args, role, getattr(args, role) or cfg.out)
 
 
 def system_config(name: str, args) -> DictConfig:
@@ -139,6 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     args.results = args.results or str(REPO_ROOT / "results" / ("validation" if args.validation else "small_priors"))
     args.audio = Path(args.results) / "mixtures" if args.validation else DATA / "heldout"
+    args.fit_id = None
     if args.validation:
         if args.priors == "network" and not (args.speech and args.sound):
             raise UnasdiffError("the bundled network priors were trained on the validation packages too: pass --speech "
