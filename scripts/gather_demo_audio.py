@@ -174,10 +174,13 @@ def unpack_soundfont(sf2: Path) -> None:
     zones = records(b"ibag", "<HH")  # first generator of each zone
     generators = records(b"igen", "<HH")  # (operator, amount)
     sample_id = 53  # the SF2 generator that names a zone's sample
+    def file_name(raw: bytes) -> str:  # a zero-padded SF2 name, usable as a file name
+        return raw.split(b"\0")[0].decode("latin-1").replace("/", "-").strip()
+
     folder = sf2.with_name(sf2.name + ".d")
     written = set()  # instruments share samples: each is written once, under the first instrument using it
     for (name, first_zone), (_, end_zone) in zip(instruments, instruments[1:]):
-        instrument = name.split(b"\0")[0].decode("latin-1").replace("/", "-").strip()
+        instrument = file_name(name)
         samples = {amount for zone in range(first_zone, end_zone)
                    for operator, amount in generators[zones[zone][0]:zones[zone + 1][0]] if operator == sample_id}
         for index in sorted(samples - written):
@@ -193,8 +196,7 @@ def unpack_soundfont(sf2: Path) -> None:
                 note = np.concatenate([pcm[start:loop_end], np.tile(loop, repeats)])[:length]
                 fade = min(len(note), rate // 5)
                 note[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-            title = sample.split(b"\0")[0].decode("latin-1").replace("/", "-").strip()
-            write_audio(folder / instrument / f"{index:04d}-{title}.wav", note, rate)
+            write_audio(folder / instrument / f"{index:04d}-{file_name(sample)}.wav", note, rate)
 
 
 def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, float], licences: Path) -> dict:
