@@ -9,6 +9,7 @@ import torch
 from helpers import compose_config, tone_bursts
 from unasdiff.diffusion import DiffusionSchedule
 from unasdiff.models import SpectralTemplatePrior, build_network, load_prior
+from unasdiff.models.templates import forward_backward
 from unasdiff.separation import separate
 from unasdiff.metrics import si_sdr
 from unasdiff.template_fitting import fit, fit_templates, frame_powers
@@ -92,7 +93,7 @@ def test_template_priors_separate_two_spectrally_distinct_sources():
 
 
 def test_fit_writes_a_prior_that_loads_and_runs_in_the_separate_stage(tmp_path):
-    for role, freq_seed in (("speech", 0), ("sound", 1)):
+    for role, freq_seed, markov in (("speech", 0, False), ("sound", 1, True)):
         folder = tmp_path / role
         folder.mkdir()
         for i in range(3):
@@ -100,11 +101,13 @@ def test_fit_writes_a_prior_that_loads_and_runs_in_the_separate_stage(tmp_path):
         cfg = compose_config("fit_template_prior", [
             f"prior=template_{role}", f"data.folder_root={folder}", f"out={tmp_path / role}.pt", "data.seconds=0.5",
             "fit.crops=6", "fit.iterations=3", "prior.net.templates=2", "prior.net.gains=2", "progress=false",
+            f"prior.net.markov={markov}",
             f"data.cache_dir={tmp_path / 'cache'}"])
         path = fit(cfg)
         prior = load_prior(path)
         assert isinstance(prior, SpectralTemplatePrior) and prior.shapes.shape == (2, cfg.prior.net.n_fft // 2 + 1)
         assert torch.isfinite(prior.shapes).all() and (prior.shapes > 0).all()
+        assert prior.markov == markov and (not markov or torch.isfinite(prior.log_transitions).all())
         info = torch.load(path, weights_only=True)["info"]
         assert info["crops"] == 6 and len(info["log_likelihood"]) == 3
     from unasdiff.separate import run
@@ -130,3 +133,76 @@ def test_build_network_refuses_an_unknown_kind():
 def test_hop_must_be_half_the_frame():
     with pytest.raises(ValueError, match="hop_length = n_fft / 2"):
         SpectralTemplatePrior(n_fft=512, hop_length=128)
+
+
+def test_forward_backward_matches_enumerating_every_shape_sequence():
+    """Smoothed posteriors, evidence and expected transitions of a 3-state chain over 4 frames against
+    the sum over all 3^4 state sequences."""
+    import itertools
+
+    g = torch.Generator().manual_seed(4)
+    emission = 5 * torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    initial = torch.log_softmax(torch.randn(3, generator=g, dtype=torch.float64), 0)
+    transitions = torch.log_softmax(torch.randn(3, 3, generator=g, dtype=torch.float64), 1)
+    posterior, evidence, counts = forward_backward(emission, initial, transitions, count_transitions=True)
+    paths = torch.tensor(list(itertools.product(range(3), repeat=4)))  # [81, 4]
+    log_path = (initial[paths[:, 0]] + transitions[paths[:, :-1], paths[:, 1:]].sum(-1))[None] \
+        + emission[:, torch.arange(4), paths].sum(-1)  # [2, 81]
+    weight = torch.softmax(log_path, dim=-1)
+    torch.testing.assert_close(evidence, torch.logsumexp(log_path, dim=-1))
+    expected = torch.zeros(2, 4, 3, dtype=torch.float64)
+    expected_counts = torch.zeros(3, 3, dtype=torch.float64)
+    for p, path in enumerate(paths):
+        expected[:, torch.arange(4), path] += weight[:, p, None]
+        for a, b in zip(path[:-1], path[1:]):
+            expected_counts[a, b] += weight[:, p].sum()
+    torch.testing.assert_close(posterior.exp(), expected)
+    torch.testing.assert_close(counts, expected_counts)
+
+
+def _markov_prior(shapes, log_transitions, n_fft=256):
+    prior = SpectralTemplatePrior(templates=len(shapes), gains=1, n_fft=n_fft, hop_length=n_fft // 2, markov=True)
+    prior.shapes.copy_(torch.stack([torch.as_tensor(s, dtype=torch.float32) for s in shapes]))
+    prior.log_transitions.copy_(torch.as_tensor(log_transitions, dtype=torch.float32))
+    return prior
+
+
+def test_a_chain_whose_rows_are_the_weights_is_the_independent_model():
+    g = torch.Generator().manual_seed(5)
+    shapes = (10 * torch.rand(3, 129, generator=g)).tolist()
+    log_weights = torch.log_softmax(torch.randn(3, generator=g), 0)
+    independent = _prior(shapes, log_weights)
+    markov = _markov_prior(shapes, log_weights[None].expand(3, 3))
+    markov.log_weights.copy_(independent.log_weights)
+    log_joint = 30 * torch.randn(2, 25, 3, generator=g, dtype=torch.float64)
+    a, b = independent.double().log_posteriors(log_joint), markov.double().log_posteriors(log_joint)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+
+
+def test_a_sticky_chain_judges_an_ambiguous_frame_by_its_neighbours():
+    """Frames of the low template with one frame between the two: independent frames split it, a chain
+    that rarely changes shape gives it to the low template like its neighbours."""
+    bins = 129
+    low = torch.where(torch.arange(bins) < 30, 100.0, 0.01)
+    high = torch.where(torch.arange(bins) >= 60, 100.0, 0.01)
+    log_joint = torch.zeros(1, 9, 2)
+    log_joint[0, :, 1] = -50.0  # every frame favours low by 50 nats ...
+    log_joint[0, 4] = torch.tensor([-1.0, 0.0])  # ... but frame 4 slightly favours high
+    sticky = torch.tensor([[0.99, 0.01], [0.01, 0.99]]).log()
+    assert _prior([low, high]).log_posteriors(log_joint)[0][0, 4].exp()[1] > 0.7
+    assert _markov_prior([low, high], sticky).log_posteriors(log_joint)[0][0, 4].exp()[0] > 0.95
+
+
+def test_em_learns_that_shapes_persist_when_each_clip_keeps_one_shape():
+    bins, n_fft = 65, 128
+    low = torch.where(torch.arange(bins) < 20, 10.0, 0.1)
+    high = torch.where(torch.arange(bins) >= 40, 10.0, 0.1)
+    g = torch.Generator().manual_seed(6)
+    crops = torch.cat([_shaped_noise(low, 20, 4096, n_fft, g), _shaped_noise(high, 20, 4096, n_fft, g)])
+    prior = SpectralTemplatePrior(templates=2, gains=2, gain_step_db=6.0, n_fft=n_fft, hop_length=n_fft // 2,
+                                  markov=True)
+    history = fit_templates(prior, frame_powers(prior, crops), iterations=10, floor=1e-6, generator=g)
+    assert all(b >= a - 1e-4 for a, b in zip(history, history[1:]))
+    assert (prior.log_transitions.exp().diagonal() > 0.95).all()
+    torch.testing.assert_close(prior.log_transitions.exp().sum(1), torch.ones(2))

@@ -3,8 +3,9 @@
 scripts/fit_template_prior.py composes the config and calls `fit(cfg)`. The frames come from the
 same training crops a network prior sees (unasdiff.data.crops: same clips, spans and levels), so the
 two kinds of prior are compared on equal data. EM for the Gaussian scaled mixture: the E step gives
-each frame's posterior over (shape, gain) pairs, the M step sets each shape to the gain-normalised
-power of its frames and each weight to its share of frames. Minutes on CPU for hours of audio.
+each frame's posterior over (shape, gain) pairs (for the Markov model, by forward-backward over each
+crop), the M step sets each shape to the gain-normalised power of its frames, each weight to its share
+of frames and each transition probability to its share of the expected transitions out of its shape. Minutes on CPU for hours of audio.
 """
 
 import logging
@@ -28,14 +29,14 @@ CHUNK = 65536
 
 
 def frame_powers(prior: SpectralTemplatePrior, crops: torch.Tensor) -> torch.Tensor:
-    """|STFT|^2 of every frame of crops [B, L] -> [B * N, F]."""
+    """|STFT|^2 of every frame of crops [B, L] -> [B, N, F] (each crop a sequence of frames)."""
     spec = prior.stft(crops)
-    return (spec.real**2 + spec.imag**2).transpose(1, 2).flatten(0, 1)
+    return (spec.real**2 + spec.imag**2).transpose(1, 2)
 
 
 def initial_shapes(power: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Shapes from the loudest half of the frames: the mean spectrum of `count` random groups of them,
-    each scaled so that its frame energy sits at gain 1 (the loudest gain)."""
+    """Shapes from the loudest half of the frames [N, F]: the mean spectrum of `count` random groups of
+    them, each scaled so that its frame energy sits at gain 1 (the loudest gain)."""
     energy = power.sum(-1)
     loud = power[energy >= energy.median()]
     order = torch.randperm(len(loud), generator=generator)
@@ -44,30 +45,40 @@ def initial_shapes(power: torch.Tensor, count: int, generator: torch.Generator) 
 
 
 def em_step(prior: SpectralTemplatePrior, power: torch.Tensor, floor: float) -> float:
-    """One EM iteration over all frames [N, F] (in place on prior's shapes and weights); returns the mean
-    log-likelihood per frame and bin under the parameters before the update."""
+    """One EM iteration over sequences of frames [S, N, F] (in place on prior's shapes, weights and, for
+    the Markov model, transitions); returns the mean log-likelihood per frame and bin under the parameters
+    before the update."""
     templates, gains = prior.log_weights.shape
     variances = prior.component_variances() + floor  # [C, F]
     inverse_gain = (1 / prior.gains).repeat(templates)  # [C]
     weighted = torch.zeros_like(prior.shapes)  # sum_n sum_g r P / g, per shape
     counts = torch.zeros(templates * gains)
+    transitions = torch.zeros(templates, templates)
     total = 0.0
-    for chunk in power.split(CHUNK):
-        log_joint = prior.log_joint(chunk, variances)  # [n, C]
-        total += torch.logsumexp(log_joint, dim=1).sum().item()
-        resp = torch.softmax(log_joint, dim=1)
+    for chunk in power.split(max(1, CHUNK // power.shape[1])):
+        log_resp, evidence, pairs = prior.log_posteriors(prior.log_joint(chunk, variances), prior.markov)
+        total += evidence.sum().item()
+        resp, frames = log_resp.exp().flatten(0, 1), chunk.flatten(0, 1)  # [n, C], [n, F]
         counts += resp.sum(0)
-        weighted += ((resp * inverse_gain).T @ chunk).reshape(templates, gains, -1).sum(1)
+        weighted += ((resp * inverse_gain).T @ frames).reshape(templates, gains, -1).sum(1)
+        if pairs is not None:
+            transitions += pairs
     per_shape = counts.reshape(templates, gains).sum(1, keepdim=True)
     prior.shapes.copy_((weighted / per_shape.clamp_min(1e-8)).clamp_min(floor))
-    prior.log_weights.copy_((counts.reshape(templates, gains) / len(power)).clamp_min(1e-12).log())
-    return total / (len(power) * power.shape[-1])
+    frames = power.shape[0] * power.shape[1]
+    prior.log_weights.copy_((counts.reshape(templates, gains) / frames).clamp_min(1e-12).log())
+    if prior.markov:
+        # one pseudo-transition per row, spread by the shape weights: no transition becomes impossible
+        transitions += per_shape.T / frames
+        prior.log_transitions.copy_((transitions / transitions.sum(1, keepdim=True)).log())
+    return total / (frames * power.shape[-1])
 
 
 def fit_templates(prior: SpectralTemplatePrior, power: torch.Tensor, iterations: int, floor: float,
                   generator: torch.Generator, progress: bool = False) -> list[float]:
-    """EM from shapes drawn from the frames; returns the log-likelihood per iteration."""
-    prior.shapes.copy_(initial_shapes(power, prior.shapes.shape[0], generator).clamp_min(floor))
+    """EM on sequences of frames [S, N, F] from shapes drawn from the frames; returns the log-likelihood
+    per iteration."""
+    prior.shapes.copy_(initial_shapes(power.flatten(0, 1), prior.shapes.shape[0], generator).clamp_min(floor))
     history = []
     for _ in tqdm(range(iterations), desc="EM", unit="iter", disable=not progress):
         history.append(em_step(prior, power, floor))
@@ -92,11 +103,12 @@ def fit(cfg: DictConfig) -> Path:
     floor = prior.noise_power * 10 ** (cfg.fit.floor_dbfs / 10)
     generator = torch.Generator().manual_seed(cfg.seed)
     history = fit_templates(prior, power, cfg.fit.iterations, floor, generator, cfg.progress)
+    frames = power.shape[0] * power.shape[1]
     log.info("fitted %d x %d components to %d frames: log-likelihood %.3f -> %.3f per bin",
-             *prior.log_weights.shape, len(power), history[0], history[-1])
+             *prior.log_weights.shape, frames, history[0], history[-1])
     if not all(math.isfinite(v) for v in history):
         raise UnasdiffError("EM diverged (a non-finite log-likelihood); raise fit.floor_dbfs")
-    info = {"trained_by": "scripts/fit_template_prior.py", "frames": len(power), "crops": len(waves),
+    info = {"trained_by": "scripts/fit_template_prior.py", "frames": frames, "crops": len(waves),
             "log_likelihood": history, "data": {k: v for k, v in OmegaConf.to_container(data).items() if k != "cache_dir"}}
     atomic_torch_save({"ema": prior.state_dict(), "config": {"prior": OmegaConf.to_container(cfg.prior, resolve=True)},
                        "info": info}, out)

@@ -8,11 +8,18 @@ of variance s^2 * sum(window^2) per coefficient, and the denoiser of x_t = a x0 
 
     E[X | Y] = sum_kg p(k, g | Y) * a^2 g u_k / (a^2 g u_k + s^2 c) * Y,   c = sum(window^2),
 
-the posterior-weighted Wiener filter, with p(k, g | Y) from the complex Gaussian likelihoods. Frames
-are treated as independent. The module has the network's call signature `(x_t, t, label) -> eps`, so
+the posterior-weighted Wiener filter, with p(k, g | Y) from the complex Gaussian likelihoods. With
+`markov=False` frames are independent. With `markov=True` the shape is a hidden Markov chain over frames
+(Benaroya, Bimbot and Gribonval's GSHMM): shape k' follows shape k with probability A[k, k'], the gain
+is drawn afresh in every frame from p(g | k), and p(k, g | Y_1..Y_N) comes from the forward-backward
+recursions over the whole clip, so that each frame's shape is judged with its neighbours (a sustained
+tone stays in one shape; speech moves between them). A = pi (every row the shape weights) is exactly
+the independent model. The module has the network's call signature `(x_t, t, label) -> eps`, so
 it runs in the same sampler as a trained network; the stationary `GaussianPrior` is its K = G = 1 case.
 `fit_templates` (unasdiff/template_fitting.py) learns u and pi from clean audio by EM in minutes on CPU.
 """
+
+import math
 
 import torch
 from torch import nn
@@ -29,7 +36,7 @@ class SpectralTemplatePrior(nn.Module):
     null_label = 0
 
     def __init__(self, templates: int = 32, gains: int = 12, gain_step_db: float = 4.0, n_fft: int = 1024,
-                 hop_length: int = 512, diffusion_steps: int = 200):
+                 hop_length: int = 512, diffusion_steps: int = 200, markov: bool = False):
         super().__init__()
         if hop_length * 2 != n_fft:
             raise ValueError(f"the template prior needs hop_length = n_fft / 2 (a tight sqrt-Hann frame), "
@@ -41,6 +48,9 @@ class SpectralTemplatePrior(nn.Module):
         self.register_buffer("log_weights", torch.full((templates, gains), -torch.log(torch.tensor(templates * gains))))
         # gains spaced gain_step_db apart, the loudest at 1 (0 dB)
         self.register_buffer("gains", 10 ** (-gain_step_db * torch.arange(gains, dtype=torch.float32) / 10))
+        self.markov = markov
+        if markov:  # log A[k, k']: shape k' in the next frame given shape k; uniform until fitted
+            self.register_buffer("log_transitions", torch.full((templates, templates), -math.log(templates)))
         self.register_buffer("window", torch.hann_window(n_fft) ** 0.5, persistent=False)
         self.schedule = DiffusionSchedule.linear(diffusion_steps)
 
@@ -66,10 +76,27 @@ class SpectralTemplatePrior(nn.Module):
         log_lik = -(frames @ (1 / variances).transpose(-1, -2)) - variances.log().sum(-1).unsqueeze(-2)
         return log_lik + self.log_weights.flatten()
 
+    def log_posteriors(self, log_joint: torch.Tensor, count_transitions: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """log p(component | all frames) [B, N, C] and log p(frames) per clip [B] from `log_joint` [B, N, C]:
+        per frame for independent frames, by the forward-backward recursions for the Markov model, which
+        with `count_transitions` also gives the expected shape transitions [K, K] (forward_backward)."""
+        if not self.markov:
+            evidence = torch.logsumexp(log_joint, dim=-1, keepdim=True)
+            return log_joint - evidence, evidence.sum((1, 2)), None
+        templates, gains = self.log_weights.shape
+        per_gain = log_joint.unflatten(-1, (templates, gains))  # log pi_k + log p(g | k) + log p(Y | k, g)
+        log_shape_joint = torch.logsumexp(per_gain, dim=-1)  # log pi_k + log p(Y | k)
+        log_gain_given_shape = per_gain - log_shape_joint.unsqueeze(-1)  # log p(g | k, Y)
+        log_shape_weights = torch.logsumexp(self.log_weights, dim=-1)
+        log_shape, evidence, counts = forward_backward(log_shape_joint - log_shape_weights, log_shape_weights,
+                                                       self.log_transitions, count_transitions)
+        return (log_shape.unsqueeze(-1) + log_gain_given_shape).flatten(-2), evidence, counts
+
     def responsibilities(self, power: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
-        """p(component | frame) for frames of |Y|^2 `power` [B, F, N] under per-component variances of Y
+        """p(component | frames) for frames of |Y|^2 `power` [B, F, N] under per-component variances of Y
         [C, F] or [B, C, F] -> [B, C, N]."""
-        return torch.softmax(self.log_joint(power.transpose(1, 2), variances), dim=-1).transpose(1, 2)
+        return self.log_posteriors(self.log_joint(power.transpose(1, 2), variances))[0].exp().transpose(1, 2)
 
     def denoise(self, x_t: torch.Tensor, signal: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
         """E[a x0 | x_t] for x_t = a x0 + s eps, with a = `signal`, s = `spread` of shape [B, 1, 1] or [1, 1, 1]."""
@@ -88,3 +115,35 @@ class SpectralTemplatePrior(nn.Module):
         signal, spread = abar.sqrt(), (1 - abar).sqrt()
         estimate = self.denoise(x_t.float(), signal, spread)
         return ((x_t - estimate) / spread[:, 0]).to(x_t.dtype)
+
+
+def forward_backward(log_emission: torch.Tensor, log_initial: torch.Tensor, log_transitions: torch.Tensor,
+                     count_transitions: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The HMM recursions in the log domain for emissions log p(Y_n | k) [B, N, K], initial log p(k) [K]
+    and log A [K, K]: the smoothed log p(k_n | Y_1..Y_N) [B, N, K], the log evidence log p(Y_1..Y_N) per
+    clip [B] and, with `count_transitions`, the expected number of k -> k' transitions summed over clips
+    and frames [K, K] (EM's statistic for A). Each frame's emissions are shifted by their maximum first and
+    alpha, beta are normalised per frame: the raw scale (thousands of nats for loud frames) would swamp
+    float32 otherwise."""
+    peak = log_emission.amax(-1, keepdim=True)
+    emission = log_emission - peak
+    frames = emission.shape[1]
+    alphas, norms = [], []  # alpha_n(k) = log p(k_n | Y_1..Y_n)
+    predicted = log_initial.expand_as(emission[:, 0])
+    for n in range(frames):
+        joint = predicted + emission[:, n]
+        norms.append(torch.logsumexp(joint, dim=-1, keepdim=True))
+        alphas.append(joint - norms[-1])
+        predicted = torch.logsumexp(alphas[-1].unsqueeze(-1) + log_transitions, dim=1)
+    counts = torch.zeros_like(log_transitions) if count_transitions else None
+    betas = [torch.zeros_like(emission[:, 0])]  # beta_n(k) = log p(Y_n+1..Y_N | k_n) + a constant per frame
+    for n in range(frames - 1, 0, -1):
+        ahead = (emission[:, n] + betas[0]).unsqueeze(1)  # [B, 1, K']
+        if count_transitions:
+            pair = alphas[n - 1].unsqueeze(-1) + log_transitions + ahead  # log p(k_n-1, k_n | Y) + a constant
+            counts += torch.softmax(pair.flatten(1), dim=-1).sum(0).reshape_as(counts)
+        after = torch.logsumexp(log_transitions + ahead, dim=-1)
+        betas.insert(0, after - torch.logsumexp(after, dim=-1, keepdim=True))
+    posterior = torch.log_softmax(torch.stack(alphas, dim=1) + torch.stack(betas, dim=1), dim=-1)
+    evidence = (torch.cat(norms, dim=-1) + peak[..., 0]).sum(-1)
+    return posterior, evidence, counts
