@@ -5,6 +5,7 @@
     python benchmarks/small_priors.py --priors network --systems msdm_dirac-50 --mixtures 8
     python benchmarks/small_priors.py --validation --priors template    # validation mixtures: where settings are chosen
     python benchmarks/small_priors.py --validation --fit prior.net.templates=64 --systems hybrid-100-4samples
+    python benchmarks/small_priors.py --validation --sampler sampler.init_step=99 --systems hybrid-100-4samples
     python benchmarks/small_priors.py --demo --mixtures 5 --systems msdm_dirac-100-4samples   # the paper's demo page
 
 Each system is one `scripts/evaluate.py` run (the same code path, so a stopped benchmark resumes where
@@ -65,15 +66,15 @@ VALIDATION_PACKAGES = {"speech": ("klettres-data",),
 MANIFEST_SIZE = 30  # held-out speech + sound mixtures written to the manifest
 
 
-def fit_tag(args) -> str:
-    """The --fit overrides as part of a name: 'prior.net.templates=64' -> '-templates64'."""
-    return "".join(f"-{override.rsplit('.', 1)[-1].replace('=', '')}" for override in args.fit)
+def override_tag(overrides: list[str]) -> str:
+    """Overrides as part of a name: 'prior.net.templates=64' -> '-templates64'."""
+    return "".join(f"-{override.rsplit('.', 1)[-1].replace('=', '')}" for override in overrides)
 
 
 def system_name(name: str, args) -> str:
     consistency = "" if args.consistency == "none" else f"-{args.consistency}"
     fitted = f"-fit{args.fit_id}" if args.fit_id else ""
-    return f"{args.priors}-{name}{consistency}{fit_tag(args)}{fitted}"
+    return f"{args.priors}-{name}{consistency}{override_tag(args.sampler)}{override_tag(args.fit)}{fitted}"
 
 
 def fit_id(configs: dict) -> str:
@@ -116,7 +117,8 @@ def validation_priors(args) -> None:
 
 def system_config(name: str, args) -> DictConfig:
     speech, sound = PRIORS[args.priors]
-    overrides = [*SYSTEMS[name], f"sampler.consistency={args.consistency}", f"system={system_name(name, args)}",
+    overrides = [*SYSTEMS[name], f"sampler.consistency={args.consistency}", *args.sampler,
+                 f"system={system_name(name, args)}",
                  f"results_root={args.results}",
                  f"priors.speech={speech}", f"priors.sound={sound}", "progress=false", "write_wavs=3",
                  f"manifest_seed={args.seed}"]
@@ -150,6 +152,8 @@ def main() -> None:
                              "(VALIDATION_PACKAGES) instead of held-out ones")
     parser.add_argument("--fit", nargs="+", default=[], metavar="OVERRIDE",
                         help="--validation: fit_template_prior overrides of the template priors fitted here")
+    parser.add_argument("--sampler", nargs="+", default=[], metavar="OVERRIDE",
+                        help="evaluate.py sampler overrides for every system (e.g. sampler.rules.hybrid.scale=0.05)")
     parser.add_argument("--priors", choices=list(PRIORS), default="template")
     parser.add_argument("--results", help="default: results/small_priors, or results/validation with --validation")
     parser.add_argument("--speech", help="speech prior checkpoint (default: the bundled one of --priors)")
