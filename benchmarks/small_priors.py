@@ -56,7 +56,7 @@ for steps in (200, 100, 50, 25):
         for samples in (4, 16, 32, 64):
             SYSTEMS[f"{rule}-{steps}-{samples}samples"] = SYSTEMS[f"{rule}-{steps}"] + [f"sampler.n_samples={samples}"]
 PRIORS = {"network": ("demo_speech", "demo_sound"), "template": ("template_speech", "template_sound")}
-DATA = REPO_ROOT / "data" / "demo"
+DEMO_DATA = REPO_ROOT / "data" / "demo"  # scripts/gather_demo_audio.py's output; --data for another
 # Packages of data/demo/train/<role> held out of the priors that --validation measures: varied recordings
 # (spoken letters in 20 languages; animals, vehicles, instruments, household sounds and percussion).
 VALIDATION_PACKAGES = {"speech": ("klettres-data",),
@@ -91,7 +91,7 @@ def validation_priors(args) -> None:
     """Fit template priors without VALIDATION_PACKAGES (once) and point args.speech/args.sound at them;
     link the held-out packages into <results>/mixtures/<role>/ for the validation mixtures."""
     for role, packages in VALIDATION_PACKAGES.items():
-        train = DATA / "train" / role
+        train = args.data / "train" / role
         mixtures = Path(args.results) / "mixtures" / role
         mixtures.mkdir(parents=True, exist_ok=True)
         for package in packages:
@@ -105,6 +105,8 @@ def validation_priors(args) -> None:
     for role, packages in VALIDATION_PACKAGES.items():
         overrides = [f"experiment=template_{role}", f"data.exclude=[{','.join(packages)}]", f"seed={args.seed}",
                      *args.fit]
+        if args.data != DEMO_DATA:  # the experiment's own folder is data/demo/train/<role>
+            overrides.append(f"data.folder_root={args.data / 'train' / role}")
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             configs[role] = compose(config_name="fit_template_prior", overrides=overrides)
     args.fit_id = fit_id(configs)
@@ -155,12 +157,14 @@ def main() -> None:
     parser.add_argument("--sampler", nargs="+", default=[], metavar="OVERRIDE",
                         help="evaluate.py sampler overrides for every system (e.g. sampler.rules.hybrid.scale=0.05)")
     parser.add_argument("--priors", choices=list(PRIORS), default="template")
+    parser.add_argument("--data", type=Path, default=DEMO_DATA,
+                        help="the demo audio (scripts/gather_demo_audio.py --out): train/ and heldout/")
     parser.add_argument("--results", help="default: results/small_priors, or results/validation with --validation")
     parser.add_argument("--speech", help="speech prior checkpoint (default: the bundled one of --priors)")
     parser.add_argument("--sound", help="sound prior checkpoint (default: the bundled one of --priors)")
     args = parser.parse_args()
     args.results = args.results or str(REPO_ROOT / "results" / ("validation" if args.validation else "small_priors"))
-    args.audio = Path(args.results) / "mixtures" if args.validation else DATA / "heldout"
+    args.audio = Path(args.results) / "mixtures" if args.validation else args.data / "heldout"
     args.fit_id = None
     if args.validation:
         if args.priors == "network" and not (args.speech and args.sound):
