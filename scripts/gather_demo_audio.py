@@ -11,8 +11,9 @@ nothing installed):
           animals and everyday sounds of GCompris (gcompris-qt-data, read out of its Qt resource files),
           the drum, instrument and effect samples of LMMS (lmms-common), Battle for Wesnoth, Frozen Bubble,
           the freedesktop, Oxygen, Yaru, Deepin and GNOME sound themes, the recorded samples of Sonic Pi,
-          the acoustic drum kits of Hydrogen, and the sampled acoustic instruments of the FluidR3 General
-          MIDI soundfont (fluid-soundfont-gm, read out of its SF2 file).
+          the acoustic drum kits of Hydrogen, the sampled acoustic instruments of the FluidR3 General
+          MIDI soundfont (fluid-soundfont-gm, read out of its SF2 file), and the recorded effects of
+          LinCity-NG, SuperTuxKart and Widelands (industry, traffic, engines, crafts, animals).
 Held-out test audio, never used for training, comes from ../shared/data (the reference repository's
 clips): the VCTK utterances as heldout/speech/<speaker>/ and the FSDKaggle2018 test clips as
 heldout/sound/<class>/, the layout `scripts/evaluate.py data.speech_folder=... data.sound_folder=...` reads.
@@ -72,6 +73,18 @@ PACKAGES = {
     # one folder per instrument of the soundfont (see unpack_soundfont); synthesisers and voices are left out
     "fluid-soundfont-gm": ("sound", lambda p: ".sf2.d/" in p and not any(
         word in Path(p).parent.name.lower() for word in SOUNDFONT_LEFT_OUT)),
+    # recorded city sounds (industry, traffic, trains, farms, mills, fire); the ones of places full of
+    # people (homes, schools, markets, crowds) may hold voices and are left out
+    "lincity-ng-data": ("sound", lambda p: "/lincity-ng/sounds/" in p and not Path(p).name.startswith(
+        ("Residential", "School", "University", "SportsCroud", "Market", "Commune", "Health", "Shanty"))),
+    # engines, crashes, birds, rain, tools; the announcements, screams, restaurant chatter and jingles are left out
+    "supertuxkart-data": ("sound", lambda p: "/data/sfx/" in p and Path(p).stem not in (
+        "WilhelmScream", "ugh", "wee", "sara_airport_pa", "lenautile_restaurant", "gp_end", "last_lap_fanfare",
+        "race_finish", "race_finish_victory", "track_intro", "start_race", "pre_start_race", "goal_scored")),
+    # crafts (hammering, sawing, smithing, milling, woodcutting), farm and wild animals; the taverns' chatter,
+    # the military and lobby messages are left out
+    "widelands-data": ("sound", lambda p: "/data/sound/" in p and not any(
+        word in p for word in ("/taverns/", "/military/", "lobby_", "message_", "click."))),
 }
 # Soundfont instruments that are synthesised or sung rather than a recorded instrument or sound.
 SOUNDFONT_LEFT_OUT = ("voice", "vox", "choir", "synth", "saw", "sine", "square", "pad", "lead", "pulse", "808",

@@ -137,6 +137,13 @@ def test_a_file_that_is_not_a_soundfont_is_refused(tmp_path):
     ("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2.d/Cello/0341-Cello E7(L).wav", "sound"),
     ("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2.d/Ahh Choir/0001-Ahh.wav", None),
     ("fluid-soundfont-gm", "usr/share/sounds/sf2/FluidR3_GM.sf2.d/Saw-GS/0001-Saw.wav", None),
+    ("lincity-ng-data", "usr/share/games/lincity-ng/sounds/RailTrain2.wav", "sound"),
+    ("lincity-ng-data", "usr/share/games/lincity-ng/sounds/SportsCroud1.wav", None),    # a crowd: voices
+    ("supertuxkart-data", "usr/share/games/supertuxkart/data/sfx/engine_large.ogg", "sound"),
+    ("supertuxkart-data", "usr/share/games/supertuxkart/data/sfx/sara_airport_pa.ogg", None),   # an announcement
+    ("supertuxkart-data", "usr/share/games/supertuxkart/data/music/cave.ogg", None),
+    ("widelands-data", "usr/share/games/widelands/data/sound/farm/sheep_01.ogg", "sound"),
+    ("widelands-data", "usr/share/games/widelands/data/sound/empire/taverns/meal_00.ogg", None),  # chatter
 ])
 def test_each_package_file_gets_its_role(package, path, role):
     assert gather.role_of(package, path) == role
