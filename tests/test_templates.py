@@ -58,12 +58,19 @@ def test_responsibilities_pick_the_template_a_frame_came_from():
         assert (resp[0, k, 2:-2] > 0.99).all()  # inner frames (the edges are reflection-padded)
 
 
-def test_em_recovers_two_spectral_shapes_and_never_lowers_the_likelihood():
-    bins, n_fft = 65, 128
+def _low_and_high_crops(generator, n_fft=128):
+    """20 crops of low-band and 20 of high-band shaped noise, and the two shapes [n_fft / 2 + 1]."""
+    bins = n_fft // 2 + 1
     low = torch.where(torch.arange(bins) < 20, 10.0, 0.1)
     high = torch.where(torch.arange(bins) >= 40, 10.0, 0.1)
+    crops = torch.cat([_shaped_noise(low, 20, 4096, n_fft, generator), _shaped_noise(high, 20, 4096, n_fft, generator)])
+    return crops, low, high
+
+
+def test_em_recovers_two_spectral_shapes_and_never_lowers_the_likelihood():
+    bins, n_fft = 65, 128
     g = torch.Generator().manual_seed(2)
-    crops = torch.cat([_shaped_noise(low, 20, 4096, n_fft, g), _shaped_noise(high, 20, 4096, n_fft, g)])
+    crops, low, high = _low_and_high_crops(g, n_fft)
     prior = SpectralTemplatePrior(templates=2, gains=3, gain_step_db=6.0, n_fft=n_fft, hop_length=n_fft // 2)
     history = fit_templates(prior, frame_powers(prior, crops), iterations=15, floor=1e-6, generator=g)
     assert all(b >= a - 1e-4 for a, b in zip(history, history[1:]))
@@ -195,11 +202,9 @@ def test_a_sticky_chain_judges_an_ambiguous_frame_by_its_neighbours():
 
 
 def test_em_learns_that_shapes_persist_when_each_clip_keeps_one_shape():
-    bins, n_fft = 65, 128
-    low = torch.where(torch.arange(bins) < 20, 10.0, 0.1)
-    high = torch.where(torch.arange(bins) >= 40, 10.0, 0.1)
+    n_fft = 128
     g = torch.Generator().manual_seed(6)
-    crops = torch.cat([_shaped_noise(low, 20, 4096, n_fft, g), _shaped_noise(high, 20, 4096, n_fft, g)])
+    crops, _, _ = _low_and_high_crops(g, n_fft)
     prior = SpectralTemplatePrior(templates=2, gains=2, gain_step_db=6.0, n_fft=n_fft, hop_length=n_fft // 2,
                                   markov=True)
     history = fit_templates(prior, frame_powers(prior, crops), iterations=10, floor=1e-6, generator=g)

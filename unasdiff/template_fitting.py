@@ -5,7 +5,8 @@ same training crops a network prior sees (unasdiff.data.crops: same clips, spans
 two kinds of prior are compared on equal data. EM for the Gaussian scaled mixture: the E step gives
 each frame's posterior over (shape, gain) pairs (for the Markov model, by forward-backward over each
 crop), the M step sets each shape to the gain-normalised power of its frames, each weight to its share
-of frames and each transition probability to its share of the expected transitions out of its shape. Minutes on CPU for hours of audio.
+of frames and each transition probability to its share of the expected transitions out of its shape.
+Minutes on CPU for hours of audio.
 """
 
 import logging
