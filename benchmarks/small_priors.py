@@ -67,8 +67,9 @@ MANIFEST_SIZE = 30  # held-out speech + sound mixtures written to the manifest
 
 
 def override_tag(overrides: list[str]) -> str:
-    """Overrides as part of a name: 'prior.net.templates=64' -> '-templates64'."""
-    return "".join(f"-{override.rsplit('.', 1)[-1].replace('=', '')}" for override in overrides)
+    """Overrides as part of a name: 'prior.net.templates=64' -> '-templates64', 'sampler.rules.hybrid.scale=0.18'
+    -> '-scale0.18'."""
+    return "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (o.split("=", 1) for o in overrides))
 
 
 def system_name(name: str, args) -> str:
@@ -84,6 +85,7 @@ def fit_id(configs: dict) -> str:
                 for role, cfg in configs.items()}
     for role in settings.values():
         del role["data"]["cache_dir"]  # where resampled audio is cached, not what it is
+        role["prior"].pop("measured", None)  # what the README says of the bundled prior, not how one is fitted
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
