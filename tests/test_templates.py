@@ -9,7 +9,7 @@ import torch
 from helpers import compose_config, tone_bursts
 from unasdiff.diffusion import DiffusionSchedule
 from unasdiff.models import SpectralTemplatePrior, build_network, load_prior
-from unasdiff.models.templates import forward_backward
+from unasdiff.models.templates import forward_backward, posterior_mean_sources
 from unasdiff.separation import separate
 from unasdiff.metrics import si_sdr
 from unasdiff.template_fitting import fit, fit_templates, frame_powers
@@ -211,3 +211,66 @@ def test_em_learns_that_shapes_persist_when_each_clip_keeps_one_shape():
     assert all(b >= a - 1e-4 for a, b in zip(history, history[1:]))
     assert (prior.log_transitions.exp().diagonal() > 0.95).all()
     torch.testing.assert_close(prior.log_transitions.exp().sum(1), torch.ones(2))
+
+
+def _random_prior(generator, markov, templates=2, gains=2, n_fft=16):
+    prior = SpectralTemplatePrior(templates=templates, gains=gains, gain_step_db=6.0, n_fft=n_fft,
+                                  hop_length=n_fft // 2, markov=markov).double()
+    prior.shapes.copy_(3 * torch.rand(templates, n_fft // 2 + 1, generator=generator, dtype=torch.float64) + 0.1)
+    prior.log_weights.copy_(torch.log_softmax(torch.randn(templates * gains, generator=generator,
+                                                          dtype=torch.float64), 0).reshape(templates, gains))
+    if markov:
+        prior.log_transitions.copy_(torch.log_softmax(2 * torch.randn(templates, templates, generator=generator,
+                                                                      dtype=torch.float64), -1))
+    return prior
+
+
+def test_the_exact_posterior_mean_matches_enumerating_every_sequence_of_component_pairs():
+    """A Markov prior and an independent one, 2 shapes x 2 gains each, over the 3 frames of a 16-sample
+    mixture: the posterior-weighted Wiener gains against the sum over all 16^3 sequences of pairs."""
+    import itertools
+
+    g = torch.Generator().manual_seed(7)
+    first, second = _random_prior(g, markov=True), _random_prior(g, markov=False)
+    mixture = 0.7 * torch.randn(1, 16, generator=g, dtype=torch.float64)
+    spec = first.stft(mixture)[0]
+    power = (spec.real**2 + spec.imag**2).T  # [N, F]
+    frames = power.shape[0]
+    v1, v2 = first.component_variances(), second.component_variances()
+    w1, w2 = first.log_weights.logsumexp(-1), second.log_weights.logsumexp(-1)
+    a1, a2 = first.log_transitions, w2.expand(2, 2)  # an independent prior: every row its weights
+    numerator, total = torch.zeros_like(power), 0.0
+    for sequence in itertools.product(range(16), repeat=frames):
+        pairs = [(s // 4, s % 4) for s in sequence]  # component of each prior; shape = component // gains
+        log_p = w1[pairs[0][0] // 2] + w2[pairs[0][1] // 2]
+        for (c1, c2), (p1, p2) in zip(pairs[1:], pairs[:-1]):
+            log_p = log_p + a1[p1 // 2, c1 // 2] + a2[p2 // 2, c2 // 2]
+        for n, (c1, c2) in enumerate(pairs):
+            variance = v1[c1] + v2[c2]
+            log_gains = first.log_weights.flatten()[c1] - w1[c1 // 2] + second.log_weights.flatten()[c2] - w2[c2 // 2]
+            log_p = log_p + log_gains
+            log_p = log_p - (power[n] / variance + variance.log()).sum()
+        weight = log_p.exp()
+        total = total + weight
+        for n, (c1, c2) in enumerate(pairs):
+            numerator[n] += weight * v1[c1] / (v1[c1] + v2[c2])
+    expected = first.istft((spec * (numerator / total).T)[None], 16)
+    sources = posterior_mean_sources(mixture, first, second)
+    torch.testing.assert_close(sources[:, 0], expected)
+    torch.testing.assert_close(sources.sum(1), mixture)
+
+
+def test_the_exact_posterior_mean_of_one_template_each_is_the_wiener_filter():
+    g = torch.Generator().manual_seed(8)
+    first, second = _random_prior(g, False, 1, 1, n_fft=64), _random_prior(g, False, 1, 1, n_fft=64)
+    mixture = torch.randn(2, 640, generator=g, dtype=torch.float64)
+    wiener = first.shapes[0] / (first.shapes[0] + second.shapes[0])
+    expected = first.istft(first.stft(mixture) * wiener[:, None], 640)
+    torch.testing.assert_close(posterior_mean_sources(mixture, first, second)[:, 0], expected)
+
+
+def test_the_exact_posterior_mean_needs_one_stft_for_both_priors():
+    g = torch.Generator().manual_seed(9)
+    with pytest.raises(ValueError, match="same STFT"):
+        posterior_mean_sources(torch.zeros(1, 640), _random_prior(g, False, n_fft=16),
+                               _random_prior(g, False, n_fft=32))

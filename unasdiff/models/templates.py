@@ -17,6 +17,8 @@ tone stays in one shape; speech moves between them). A = pi (every row the shape
 the independent model. The module has the network's call signature `(x_t, t, label) -> eps`, so
 it runs in the same sampler as a trained network; the stationary `GaussianPrior` is its K = G = 1 case.
 `fit_templates` (unasdiff/template_fitting.py) learns u and pi from clean audio by EM in minutes on CPU.
+`posterior_mean_sources` separates a mixture by exact inference under two such priors, with no sampler:
+the yardstick for what the sampler makes of them (benchmarks/template_posterior.py).
 """
 
 import math
@@ -147,3 +149,58 @@ def forward_backward(log_emission: torch.Tensor, log_initial: torch.Tensor, log_
     posterior = torch.log_softmax(torch.stack(alphas, dim=1) + torch.stack(betas, dim=1), dim=-1)
     evidence = (torch.cat(norms, dim=-1) + peak[..., 0]).sum(-1)
     return posterior, evidence, counts
+
+
+def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, second: SpectralTemplatePrior
+                           ) -> torch.Tensor:
+    """E[s_1 | y], E[s_2 | y] for y = s_1 + s_2 [B, L] under two template priors -> [B, 2, L]: the factorial
+    model's exact posterior mean (Benaroya, Bimbot and Gribonval), with no diffusion and no sampling, so it
+    shows what a perfect posterior sampler would reach with these priors. Per frame Y | (c_1, c_2) ~
+    CN(0, v_c1 + v_c2) for every pair of components; the pairs' posteriors come per frame, or for Markov
+    priors by forward-backward over pairs of shapes (transitions A_1[k_1, k_1'] A_2[k_2, k_2']; an
+    independent prior is the chain whose rows are its weights), and each source is the posterior-weighted
+    Wiener filter v_c1 / (v_c1 + v_c2) of Y. The estimates sum to the mixture."""
+    if first.n_fft != second.n_fft:
+        raise ValueError(f"both template priors need the same STFT, got n_fft {first.n_fft} and {second.n_fft}")
+    spec = first.stft(mixture.to(first.shapes.dtype))  # [B, F, N]
+    power = (spec.real**2 + spec.imag**2).transpose(1, 2)  # [B, N, F]
+    variances = first.component_variances(), second.component_variances()  # [C1, F], [C2, F]
+    log_weights = first.log_weights.flatten(), second.log_weights.flatten()
+    # log p(frame, c_1, c_2) [B, N, C1, C2], one component of the first prior at a time ([C2, F] at once)
+    log_joint = torch.stack([log_weights[0][c] + log_weights[1] - (variances[0][c] + variances[1]).log().sum(-1)
+                             - power @ (1 / (variances[0][c] + variances[1])).T
+                             for c in range(len(variances[0]))], dim=2)
+    if first.markov or second.markov:
+        log_joint = _pair_chain_posteriors(log_joint, first, second)
+    else:
+        log_joint = log_joint - torch.logsumexp(log_joint.flatten(2), dim=-1)[..., None, None]
+    posterior = log_joint.exp()
+    first_gain = sum(posterior[:, :, c] @ (variances[0][c] / (variances[0][c] + variances[1]))
+                     for c in range(len(variances[0])))  # [B, N, F]
+    first_source = spec * first_gain.transpose(1, 2)
+    sources = torch.stack([first_source, spec - first_source], dim=1).flatten(0, 1)
+    return first.istft(sources, mixture.shape[-1]).unflatten(0, (mixture.shape[0], 2)).to(mixture.dtype)
+
+
+def _shape_chain(prior: SpectralTemplatePrior) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(k) and log A of a prior's shapes; rows equal to the weights for an independent prior."""
+    log_shape_weights = torch.logsumexp(prior.log_weights, dim=-1)
+    if prior.markov:
+        return log_shape_weights, prior.log_transitions
+    return log_shape_weights, log_shape_weights.expand(len(log_shape_weights), -1)
+
+
+def _pair_chain_posteriors(log_joint: torch.Tensor, first: SpectralTemplatePrior, second: SpectralTemplatePrior
+                           ) -> torch.Tensor:
+    """log p(c_1, c_2 | all frames) [B, N, C1, C2] from log p(frame, c_1, c_2) by forward-backward over
+    the pairs of shapes; within a pair, the gains are posterior-weighted per frame."""
+    batch, frames = log_joint.shape[:2]
+    (k1, g1), (k2, g2) = first.log_weights.shape, second.log_weights.shape
+    per_gain = log_joint.reshape(batch, frames, k1, g1, k2, g2)
+    log_pair_joint = torch.logsumexp(per_gain, dim=(3, 5))  # log p(k_1) p(k_2) p(Y | k_1, k_2) [B, N, K1, K2]
+    log_gains_given_pair = per_gain - log_pair_joint[:, :, :, None, :, None]
+    (initial_1, transitions_1), (initial_2, transitions_2) = _shape_chain(first), _shape_chain(second)
+    log_initial = (initial_1[:, None] + initial_2).flatten()
+    log_transitions = (transitions_1[:, None, :, None] + transitions_2[None, :, None, :]).reshape(k1 * k2, k1 * k2)
+    log_pair, _, _ = forward_backward(log_pair_joint.flatten(2) - log_initial, log_initial, log_transitions)
+    return (log_pair.reshape(batch, frames, k1, 1, k2, 1) + log_gains_given_pair).reshape(log_joint.shape)
