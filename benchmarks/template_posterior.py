@@ -34,8 +34,6 @@ from unasdiff.models import SpectralTemplatePrior, load_prior  # noqa: E402
 from unasdiff.models.templates import posterior_mean_sources  # noqa: E402
 from unasdiff.separate import working_gain  # noqa: E402
 
-SAMPLE_RATE, SECONDS = 16000, 4.0
-
 
 def sampler_scores(path: Path) -> dict[str, tuple[float, float]]:
     if not path.is_file():
@@ -61,14 +59,15 @@ def main() -> None:
     if not all(isinstance(p, SpectralTemplatePrior) for p in priors):
         raise UnasdiffError("--speech and --sound must be spectral-template priors (scripts/fit_template_prior.py)")
     entries = [e for e in read_manifest(task / "manifest.json")["mixtures"] if e["id"] in sampler][:args.mixtures]
-    roots, cache = {"speech": audio / "speech", "sound": audio / "sound"}, ResampledCache(SAMPLE_RATE, None)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        level = compose(config_name="evaluate").level  # the working level evaluate.py separates at
+        cfg = compose(config_name="evaluate")  # rate, length, audio cache and working level, as evaluate.py
+    roots = {"speech": audio / "speech", "sound": audio / "sound"}
+    cache = ResampledCache(cfg.sample_rate, cfg.data.cache_dir)
     rows = []
     for entry in entries:
-        mixture, truth = render(entry, roots, SAMPLE_RATE, SECONDS, cache)
+        mixture, truth = render(entry, roots, cfg.sample_rate, entry.get("seconds", cfg.recipe.seconds), cache)
         started = time.perf_counter()
-        gain = working_gain(mixture, level, len(truth))
+        gain = working_gain(mixture, cfg.level, len(truth))
         with torch.no_grad():
             estimate = posterior_mean_sources(gain * mixture[None], *priors)[0] / gain
         exact = si_sdr_improvement(estimate, truth, mixture).tolist()

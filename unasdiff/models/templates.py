@@ -90,10 +90,17 @@ class SpectralTemplatePrior(nn.Module):
         per_gain = log_joint.unflatten(-1, (templates, gains))  # log pi_k + log p(g | k) + log p(Y | k, g)
         log_shape_joint = torch.logsumexp(per_gain, dim=-1)  # log pi_k + log p(Y | k)
         log_gain_given_shape = per_gain - log_shape_joint.unsqueeze(-1)  # log p(g | k, Y)
-        log_shape_weights = torch.logsumexp(self.log_weights, dim=-1)
+        log_shape_weights, log_transitions = self.shape_chain()
         log_shape, evidence, counts = forward_backward(log_shape_joint - log_shape_weights, log_shape_weights,
-                                                       self.log_transitions, count_transitions)
+                                                       log_transitions, count_transitions)
         return (log_shape.unsqueeze(-1) + log_gain_given_shape).flatten(-2), evidence, counts
+
+    def shape_chain(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(k) [K] and log A [K, K] of the shapes; for independent frames every row of A is p(k)."""
+        log_shape_weights = torch.logsumexp(self.log_weights, dim=-1)
+        if self.markov:
+            return log_shape_weights, self.log_transitions
+        return log_shape_weights, log_shape_weights.expand(len(log_shape_weights), -1)
 
     def responsibilities(self, power: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
         """p(component | frames) for frames of |Y|^2 `power` [B, F, N] under per-component variances of Y
@@ -182,14 +189,6 @@ def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, 
     return first.istft(sources, mixture.shape[-1]).unflatten(0, (mixture.shape[0], 2)).to(mixture.dtype)
 
 
-def _shape_chain(prior: SpectralTemplatePrior) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(k) and log A of a prior's shapes; rows equal to the weights for an independent prior."""
-    log_shape_weights = torch.logsumexp(prior.log_weights, dim=-1)
-    if prior.markov:
-        return log_shape_weights, prior.log_transitions
-    return log_shape_weights, log_shape_weights.expand(len(log_shape_weights), -1)
-
-
 def _pair_chain_posteriors(log_joint: torch.Tensor, first: SpectralTemplatePrior, second: SpectralTemplatePrior
                            ) -> torch.Tensor:
     """log p(c_1, c_2 | all frames) [B, N, C1, C2] from log p(frame, c_1, c_2) by forward-backward over
@@ -199,7 +198,7 @@ def _pair_chain_posteriors(log_joint: torch.Tensor, first: SpectralTemplatePrior
     per_gain = log_joint.reshape(batch, frames, k1, g1, k2, g2)
     log_pair_joint = torch.logsumexp(per_gain, dim=(3, 5))  # log p(k_1) p(k_2) p(Y | k_1, k_2) [B, N, K1, K2]
     log_gains_given_pair = per_gain - log_pair_joint[:, :, :, None, :, None]
-    (initial_1, transitions_1), (initial_2, transitions_2) = _shape_chain(first), _shape_chain(second)
+    (initial_1, transitions_1), (initial_2, transitions_2) = first.shape_chain(), second.shape_chain()
     log_initial = (initial_1[:, None] + initial_2).flatten()
     log_transitions = (transitions_1[:, None, :, None] + transitions_2[None, :, None, :]).reshape(k1 * k2, k1 * k2)
     log_pair, _, _ = forward_backward(log_pair_joint.flatten(2) - log_initial, log_initial, log_transitions)
