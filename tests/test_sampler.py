@@ -121,7 +121,7 @@ def test_averaging_samples_moves_towards_wiener(oracle):
     assert si_sdr(mean, truth).mean() > single + 1.0
 
 
-@pytest.mark.parametrize("consistency", ["equal", "wiener"])
+@pytest.mark.parametrize("consistency", ["equal", "wiener", "mask"])
 def test_consistent_estimates_sum_to_the_mixture_and_keep_their_quality(oracle, consistency):
     sources, truth, mixture = oracle
     priors = [GaussianPrior(s) for s in sources]
@@ -151,6 +151,27 @@ def test_wiener_consistency_gives_the_residual_to_the_source_that_holds_its_bins
         mixture_consistent(estimate, mixture, "wener")
     with pytest.raises(ValueError, match="unknown consistency 'wener'"):
         separate(mixture, [lambda x, t, l: x], steps=2, consistency="wener")
+
+
+
+def test_mask_consistency_filters_the_mixture_with_the_estimates_powers():
+    t = torch.arange(8000) / 16000
+    low, high = torch.sin(2 * torch.pi * 300 * t), torch.sin(2 * torch.pi * 5000 * t)
+    mixture = (low + high)[None]
+    # each estimate holds its own tone and a copy of the other's 10x fainter (-20 dB)
+    estimate = torch.stack([0.5 * low + 0.1 * high, 0.05 * low + high])[None]
+    middle = slice(1000, 7000)  # away from the STFT's edges
+    masked = mixture_consistent(estimate, mixture, "mask")
+    assert torch.allclose(masked.sum(1), mixture, atol=1e-5)
+    # the bins' shares go as the powers: 10:1 in amplitude -> 100:1, so the copies fall to about -40 dB
+    for k, (own, other) in enumerate([(low, high), (high, low)]):
+        leak = (masked[0, k, middle] @ other[middle]) / (other[middle] @ other[middle])
+        kept = (masked[0, k, middle] @ own[middle]) / (own[middle] @ own[middle])
+        assert 0.005 < leak < 0.015 and kept > 0.98
+    # "wiener" only adds the residual: a copy the estimate already holds stays (at -20 dB)
+    added = mixture_consistent(estimate, mixture, "wiener")
+    leak = (added[0, 0, middle] @ high[middle]) / (high[middle] @ high[middle])
+    assert leak > 0.09
 
 
 # --- every method, with the tiny networks ---

@@ -52,8 +52,8 @@ def separate(
     n_samples: posterior samples per mixture; the result is their average (the Monte-Carlo posterior
         mean), and `return_samples=True` also returns them all as [B, M, K, L].
     consistency: "none" (as the reference), "equal" or "wiener": hand the part of the mixture the
-        estimate leaves out back to the sources, so that they sum to it (consistency.py); the returned
-        samples stay as drawn.
+        estimate leaves out back to the sources, so that they sum to it; "mask": filter the mixture with
+        the estimates' powers (consistency.py); the returned samples stay as drawn.
     Silent mixtures give silent sources.
     """
     squeeze = mixture.dim() == 1
