@@ -1,5 +1,6 @@
 """Training throughput of a prior: steps and examples per second of the real training step
-(unasdiff.training: diffusion loss, backward, gradient clipping, AdamW, EMA) on 4 s crops.
+(unasdiff.training: diffusion loss, backward, gradient clipping, AdamW, EMA) on 4 s crops, and on CPU
+also at the 8 x 1 s crops that the demo networks' continued run trains on.
 
     python benchmarks/train_speed.py [--device cuda]
 
@@ -19,7 +20,7 @@ from unasdiff.models import build_network, prior_config
 from unasdiff.runtime import tune_cpu_allocator
 from unasdiff.training import diffusion_loss, update_ema
 
-SAMPLE_RATE, SECONDS = 16000, 4.0
+SAMPLE_RATE = 16000
 SIZES = {"tiny": dict(hidden_size=8, emb_dim=16, num_heads=2, depths=[1, 1, 1, 1, 1], fullband_channels=4),
          "demo": "demo_speech", "full": "speech"}
 
@@ -31,12 +32,12 @@ def network(size: str, precision: str):
     return build_network(settings)
 
 
-def measure(size: str, batch: int, device: torch.device, precision: str, repeats: int) -> dict:
+def measure(size: str, batch: int, seconds: float, device: torch.device, precision: str, repeats: int) -> dict:
     net = network(size, precision).to(device).train()
     ema = copy.deepcopy(net).requires_grad_(False)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     schedule = DiffusionSchedule.linear()
-    length = int(SECONDS * SAMPLE_RATE)
+    length = int(seconds * SAMPLE_RATE)
 
     def step():
         x0 = 0.05 * torch.randn(batch, length, device=device)
@@ -70,16 +71,16 @@ def main():
     device = torch.device(args.device)
     if device.type == "cpu":
         tune_cpu_allocator()
-        plan = [("tiny", 12, "fp32"), ("demo", 4, "fp32"), ("full", 1, "fp32")]
+        plan = [("tiny", 12, 4.0, "fp32"), ("demo", 4, 4.0, "fp32"), ("demo", 8, 1.0, "fp32"), ("full", 1, 4.0, "fp32")]
     else:
-        plan = [("tiny", 12, "bf16"), ("demo", 12, "bf16"), ("full", 12, "fp32"), ("full", 12, "bf16")]
+        plan = [("tiny", 12, 4.0, "bf16"), ("demo", 12, 4.0, "bf16"), ("full", 12, 4.0, "fp32"), ("full", 12, 4.0, "bf16")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; 4 s crops at 16 kHz; median of {args.repeats} steps after one warm-up\n")
-    print("| network | parameters (M) | batch | precision | seconds per step | steps/s | examples/s |")
+    print(f"device: {name}; crops at 16 kHz; median of {args.repeats} steps after one warm-up\n")
+    print("| network | parameters (M) | batch × crop | precision | seconds per step | steps/s | examples/s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for size, batch, precision in plan:
-        r = measure(size, batch, device, precision, args.repeats)
-        print(f"| {size} | {r['params_m']:.2f} | {batch} | {precision} | {r['seconds']:.2f} | "
+    for size, batch, seconds, precision in plan:
+        r = measure(size, batch, seconds, device, precision, args.repeats)
+        print(f"| {size} | {r['params_m']:.2f} | {batch} × {seconds:g} s | {precision} | {r['seconds']:.2f} | "
               f"{1 / r['seconds']:.3f} | {batch / r['seconds']:.2f} |", flush=True)
 
 
