@@ -174,6 +174,27 @@ def test_mask_consistency_filters_the_mixture_with_the_estimates_powers():
     assert leak > 0.09
 
 
+
+class LabelledPrior(torch.nn.Module):
+    """eps = 1 + label for every sample: the conditional and null predictions are told apart by value."""
+    null_label = 9
+
+    def forward(self, x, t, label):
+        return torch.ones_like(x) + (0 if label is None else label[:, None].float())
+
+
+def test_label_guidance_extrapolates_from_the_null_class():
+    prior = LabelledPrior()
+    x = torch.zeros(3, 2, 16)
+    # w = 2: eps_c + 2 (eps_c - eps_null) = 3 eps_c - 2 eps_null; the unlabelled source is unchanged
+    eps = SourcePriors([prior, prior], [4, None], label_guidance=2.0).eps(x, 10)
+    assert torch.allclose(eps[:, 0], torch.full((3, 16), 3 * 5 - 2 * 10.0))
+    assert torch.allclose(eps[:, 1], torch.ones(3, 16))
+    assert torch.equal(SourcePriors([prior, prior], [4, None]).eps(x, 10)[:, 0], torch.full((3, 16), 5.0))
+    with pytest.raises(ValueError, match="label_guidance needs priors with a null class"):
+        SourcePriors([lambda x, t, l: x], [1], label_guidance=1.0)
+
+
 # --- every method, with the tiny networks ---
 
 @pytest.mark.parametrize("method", sorted(RULES))

@@ -160,7 +160,8 @@ def separate_waveform(mixture: torch.Tensor, roles: list[str], labels: list, cfg
 
     def separate_windows(windows):
         return separate(windows, nets, labels, method=sampler.method, steps=sampler.steps, init=sampler.init,
-                        n_samples=sampler.n_samples, consistency=sampler.consistency, generator=generator,
+                        n_samples=sampler.n_samples, consistency=sampler.consistency,
+                        label_guidance=sampler.label_guidance, generator=generator,
                         init_step=sampler.init_step, start_step=sampler.start_step, objective=dict(sampler.objective),
                         progress=cfg.progress, **sampler.rules[sampler.method])
 

@@ -30,6 +30,7 @@ def separate(
     init: str = "mixture",
     n_samples: int = 1,
     consistency: str = "none",
+    label_guidance: float = 0.0,
     generator: torch.Generator | None = None,
     init_step: int = 149,
     start_step: int | None = None,
@@ -54,6 +55,7 @@ def separate(
     consistency: "none" (as the reference), "equal" or "wiener": hand the part of the mixture the
         estimate leaves out back to the sources, so that they sum to it; "mask": filter the mixture with
         the estimates' powers (consistency.py); the returned samples stay as drawn.
+    label_guidance: classifier-free guidance weight w for the sources with a label (priors.py); 0: none.
     Silent mixtures give silent sources.
     """
     squeeze = mixture.dim() == 1
@@ -69,7 +71,7 @@ def separate(
     if not isinstance(objective, ReconstructionObjective):
         objective = ReconstructionObjective(**(objective or {}))
     rule = make_rule(method, stride=len(full) / len(schedule), **rule_params)
-    source_priors = SourcePriors(priors, labels)
+    source_priors = SourcePriors(priors, labels, label_guidance)
     batch, length = mixture.shape
     k = len(source_priors)
 
