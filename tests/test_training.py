@@ -232,3 +232,33 @@ def test_low_noise_focus_draws_that_share_of_steps_below_the_bound():
 def test_a_bad_low_noise_focus_is_refused(vctk, tmp_path):
     with pytest.raises(UnasdiffError, match="train.low_noise_focus needs share in"):
         train(compose_config("train_prior", smoke(vctk, tmp_path / "run", "train.low_noise_focus.share=1.5")))
+
+
+def test_a_two_class_prior_trains_on_one_folder_per_class_and_serves_both_roles(tmp_path):
+    import soundfile as sf
+    from helpers import tone_bursts
+    from unasdiff.data.corpora import class_folder_clips
+    for k, (role, package) in enumerate([("speech", "letters"), ("speech", "stories"), ("sound", "drums")]):
+        (tmp_path / role / package).mkdir(parents=True)
+        sf.write(tmp_path / role / package / "a.wav", tone_bursts(1.2, 16000, k), 16000)
+    folders = [tmp_path / "speech", tmp_path / "sound"]
+    assert sorted((c.path.parent.name, c.label) for c in class_folder_clips(folders)) == [
+        ("drums", 1), ("letters", 0), ("stories", 0)]
+    assert [c.path.parent.name for c in class_folder_clips(folders, ("stories",))] == ["letters", "drums"]
+    with pytest.raises(UnasdiffError, match="cannot exclude storys: no such sub-folder"):
+        class_folder_clips(folders, ("storys",))
+
+    ckpt = train(compose_config("train_prior", [
+        "experiment=demo_two_class", "model=tiny", f"data.folders=[{folders[0]},{folders[1]}]", "data.cache_dir=null",
+        f"run_dir={tmp_path / 'run'}", "log.progress=false", "train.max_steps=2", "train.batch_size=2",
+        "train.num_workers=0"]))
+    assert load_prior(ckpt).num_classes == 2
+    mix = tmp_path / "mix.wav"
+    sf.write(mix, tone_bursts(0.6, 16000, 9), 16000)
+    cfg = compose_config("separate", TINY_SEPARATE + [
+        f"mixture={mix}", f"output_dir={tmp_path / 'out'}", "priors.speech=demo_two_class",
+        "priors.sound=demo_two_class", f"checkpoints.speech={ckpt}", f"checkpoints.sound={ckpt}",
+        "sampler.label_guidance=2"])  # no labels: each role takes its own class
+    assert separate_run(cfg) == 0
+    summary = json.loads((tmp_path / "out" / "separation.json").read_text())
+    assert summary["labels"] == [0, 1] and len(list((tmp_path / "out").glob("source_*.wav"))) == 2

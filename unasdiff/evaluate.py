@@ -100,7 +100,9 @@ def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device,
     roles = [src["role"] for src in entry["sources"]]
     labels = []
     for role, src in zip(roles, entry["sources"]):
-        if role != "sound" or is_unconditional(priors[role]):
+        if priors[role].role_class is not None:  # a prior of several roles: the role is its label
+            labels.append(priors[role].role_class)
+        elif role != "sound" or is_unconditional(priors[role]):
             labels.append(None)
         elif given_labels and src.get("label") is not None:
             labels.append(label_index(src["label"], priors[role].classes, priors[role].net.num_classes))

@@ -43,6 +43,12 @@ class Prior:
     def classes(self):
         return class_names(self.config.get("classes"))
 
+    @property
+    def role_class(self) -> int | None:
+        """The label of the role, for a prior of several roles (its classes name the role); else None."""
+        classes = self.classes or ()
+        return classes.index(self.role) if self.role in classes else None
+
 
 def checkpoint_path(role: str, prior_cfg: DictConfig, override) -> Path:
     """The checkpoint to load: the override (relative to the working directory) or the prior
@@ -98,21 +104,25 @@ def is_unconditional(prior: Prior) -> bool:
 
 def check_role(prior: Prior) -> None:
     """Refuse a prior that cannot be the role's: a sound prior has the sound classes (or is an unlabelled
-    one-class prior, like the bundled demo prior), a speech prior one class."""
+    one-class prior, like the bundled demo prior), a speech prior one class, unless its classes name the
+    role (a prior of several roles, such as demo_two_class: a role is then that prior and its label)."""
     if prior.role == "sound" and not is_unconditional(prior) and (
             prior.classes is None or prior.net.num_classes < len(prior.classes)):
         raise UnasdiffError(f"{prior.checkpoint} has {prior.net.num_classes} class(es): not a sound prior "
                             f"(checkpoints.sound must be a prior of the {len(prior.classes or [])} sound classes "
                             f"or a one-class prior)")
-    if prior.role == "speech" and prior.net.num_classes != 1:
+    if prior.role == "speech" and prior.net.num_classes != 1 and prior.role_class is None:
         raise UnasdiffError(f"{prior.checkpoint} has {prior.net.num_classes} classes: not a speech prior "
                             f"(checkpoints.speech must be a one-class prior)")
 
 
 def given_labels(roles: list[str], wanted: list, priors: dict[str, Prior]) -> list:
-    """Each source's label as configured: an index, None, or "auto" (checked once, before any file)."""
+    """Each source's label as configured: an index, None, or "auto" (checked once, before any file). None and
+    "auto" are the role's own class where the prior's classes name the role (a prior of several roles)."""
     if len(wanted) != len(roles):
         raise UnasdiffError(f"labels has {len(wanted)} entries but there are {len(roles)} sources ({', '.join(roles)})")
+    wanted = [priors[r].role_class if lab in (None, "auto") and priors[r].role_class is not None else lab
+              for r, lab in zip(roles, wanted)]
     return [lab if lab is None or lab == "auto" else label_index(lab, priors[r].classes, priors[r].net.num_classes)
             for r, lab in zip(roles, wanted)]
 

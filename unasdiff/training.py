@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .config import REPO_ROOT
-from .data.corpora import fsd_clips, folder_clips, vctk_clips
+from .data.corpora import class_folder_clips, fsd_clips, folder_clips, vctk_clips
 from .data.crops import CropStream, StreamBatches
 from .diffusion import DiffusionSchedule
 from .errors import UnasdiffError
@@ -41,7 +41,9 @@ def training_clips(data: DictConfig):
         return fsd_clips(data.fsd_root, data.split, data.verified_only)
     if data.kind == "folder":
         return folder_clips(data.folder_root, data.label, tuple(data.exclude))
-    raise UnasdiffError(f"data.kind must be vctk, fsd or folder, not {data.kind!r}")
+    if data.kind == "folders":
+        return class_folder_clips(data.folders, tuple(data.exclude))
+    raise UnasdiffError(f"data.kind must be vctk, fsd, folder or folders, not {data.kind!r}")
 
 
 def diffusion_inputs(positions: list[int], seed: int, steps: int, length: int, label_dropout: float,

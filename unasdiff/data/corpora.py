@@ -6,6 +6,7 @@ FSDKaggle2018:  <root>/FSDKaggle2018.audio_train/<fname>, <root>/FSDKaggle2018.a
                 <root>/FSDKaggle2018.meta/train_post_competition.csv (fname,label,manually_verified,...)
                 and test_post_competition_scoring_clips.csv (fname,label,usage,...); 41 classes.
 folder:         every audio file under a folder (a user's own speech or sounds), one class.
+folders:        several such folders, class k = the k-th folder (one conditional prior for several roles).
 A clip is (path, label index or None).
 """
 
@@ -114,3 +115,16 @@ def folder_clips(root, label: int | None = None, exclude=()) -> list[Clip]:
         raise UnasdiffError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}"
                             + (f" outside {', '.join(exclude)}" if exclude else ""))
     return [Clip(p, label) for p in files]
+
+
+def class_folder_clips(roots, exclude=()) -> list[Clip]:
+    """Every audio file under each of `roots`, labelled by the root's position (class k = roots[k]); a name in
+    `exclude` leaves out that sub-folder of whichever roots have it, and must name one of some root."""
+    roots = [Path(root).expanduser() for root in roots]
+    if not roots:
+        raise UnasdiffError("data.folders is empty: list one folder per class")
+    unknown = sorted(name for name in exclude if not any((root / name).is_dir() for root in roots))
+    if unknown:
+        raise UnasdiffError(f"cannot exclude {', '.join(unknown)}: no such sub-folder of {', '.join(map(str, roots))}")
+    return [clip for label, root in enumerate(roots)
+            for clip in folder_clips(root, label, tuple(name for name in exclude if (root / name).is_dir()))]
