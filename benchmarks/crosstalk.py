@@ -1,13 +1,15 @@
 """Cross-talk of a separation: how much of what belongs to one source each other estimate holds.
 
     python scripts/separate.py output_dir=separated          # the bundled example, or any separation
-    python benchmarks/crosstalk.py separated examples/speech_sound/true_0_speech.wav examples/speech_sound/true_1_sound.wav
+    python benchmarks/crosstalk.py separated examples/speech_sound/true_0_speech.wav \
+        examples/speech_sound/true_1_sound.wav
 
 The time-frequency bins that true source j holds at least `--dominance` dB above every other true source
 are j's own bins (the rooster's harmonics in the example). For each estimate k the table gives the energy
 of estimate k in those bins relative to source j's own energy there, in dB: near 0 for k = j (j recovered),
-and for another estimate -13 dB means faint copies of j's features remain in it; below about -30 dB they are
-not visible in spectrograms.png, which shares one colour scale. SI-SDR summarises the same errors in one number; this says where they are.
+and for another estimate -13 dB means faint copies of j's features remain in it; below about -30 dB they
+are not visible in spectrograms.png, which shares one colour scale. SI-SDR summarises the same errors in
+one number; this says where they are.
 """
 
 import argparse

@@ -20,9 +20,10 @@ prior.net.templates=32), once: they are cached under <results>/priors/ and, like
 named by a hash of their settings (-fit<id>). So validation, like the held-out judge, measures priors on
 audio from sources they have never seen. The bundled priors are then fitted on all packages with the
 chosen settings. --priors picks the bundled network priors (checkpoints/demo/{speech,sound}.pt, override
-with --speech/--sound) or the spectral-template priors (checkpoints/demo/template_*.pt). The table gives
-SI-SDRi (dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB baseline, and is
-also written to <results>/<task>/table.md with SI-SDR and SDR.
+with --speech/--sound, whose results are then named by a hash of the files, -ckpt<id>, so that a training
+run's last.pt is scored anew after more steps) or the spectral-template priors (checkpoints/demo/template_*.pt).
+The table gives SI-SDRi (dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB
+baseline, and is also written to <results>/<task>/table.md with SI-SDR and SDR.
 """
 
 import argparse
@@ -75,7 +76,18 @@ def override_tag(overrides: list[str]) -> str:
 def system_name(name: str, args) -> str:
     consistency = "" if args.consistency == "none" else f"-{args.consistency}"
     fitted = f"-fit{args.fit_id}" if args.fit_id else ""
-    return f"{args.priors}-{name}{consistency}{override_tag(args.sampler)}{override_tag(args.fit)}{fitted}"
+    given = f"-ckpt{args.checkpoint_id}" if args.checkpoint_id else ""
+    return f"{args.priors}-{name}{consistency}{override_tag(args.sampler)}{override_tag(args.fit)}{fitted}{given}"
+
+
+def checkpoint_id(paths: list) -> str | None:
+    """6 hex digits of the contents of the checkpoints given with --speech/--sound (None if none): results of
+    another checkpoint, or of the same path after more training, are never taken for these."""
+    paths = [Path(p) for p in paths if p]
+    for path in paths:
+        if not path.is_file():
+            raise UnasdiffError(f"no checkpoint at {path} (--speech/--sound)")
+    return hashlib.sha1(b"".join(path.read_bytes() for path in paths)).hexdigest()[:6] if paths else None
 
 
 def fit_id(configs: dict) -> str:
@@ -168,6 +180,7 @@ def main() -> None:
     args.results = args.results or str(REPO_ROOT / "results" / ("validation" if args.validation else "small_priors"))
     args.audio = Path(args.results) / "mixtures" if args.validation else args.data / "heldout"
     args.fit_id = None
+    args.checkpoint_id = checkpoint_id([args.speech, args.sound])
     if args.validation:
         if args.priors == "network" and not (args.speech and args.sound):
             raise UnasdiffError("the bundled network priors were trained on the validation packages too: pass --speech "
