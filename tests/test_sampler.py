@@ -153,7 +153,6 @@ def test_wiener_consistency_gives_the_residual_to_the_source_that_holds_its_bins
         separate(mixture, [lambda x, t, l: x], steps=2, consistency="wener")
 
 
-
 def test_mask_consistency_filters_the_mixture_with_the_estimates_powers():
     t = torch.arange(8000) / 16000
     low, high = torch.sin(2 * torch.pi * 300 * t), torch.sin(2 * torch.pi * 5000 * t)
@@ -172,7 +171,6 @@ def test_mask_consistency_filters_the_mixture_with_the_estimates_powers():
     added = mixture_consistent(estimate, mixture, "wiener")
     leak = (added[0, 0, middle] @ high[middle]) / (high[middle] @ high[middle])
     assert leak > 0.09
-
 
 
 class LabelledPrior(torch.nn.Module):

@@ -15,7 +15,7 @@ from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree
 from unasdiff.errors import UnasdiffError
 from unasdiff.models import load_prior
 from unasdiff.models.checkpoint import export_prior, read_state_dict
-from unasdiff.separate import run as separate_run
+from unasdiff.separate import load_priors, run as separate_run
 from unasdiff.training import diffusion_inputs, ema_decay_at, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,3 +262,5 @@ def test_a_two_class_prior_trains_on_one_folder_per_class_and_serves_both_roles(
     assert separate_run(cfg) == 0
     summary = json.loads((tmp_path / "out" / "separation.json").read_text())
     assert summary["labels"] == [0, 1] and len(list((tmp_path / "out").glob("source_*.wav"))) == 2
+    priors = load_priors(cfg, ["speech", "sound"], torch.device("cpu"))
+    assert priors["speech"].net is priors["sound"].net  # one network, one batched call for both roles

@@ -80,8 +80,9 @@ def role_prior_config(cfg: DictConfig, role: str) -> tuple[DictConfig, bool]:
 
 
 def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior]:
-    """One network per prior role (shared by all sources of that role)."""
-    priors = {}
+    """One network per prior role (shared by all sources of that role); roles that load the same checkpoint
+    with the same prior config (a prior of several roles) share one network, called once per step for both."""
+    priors, loaded = {}, {}
     for role in dict.fromkeys(roles):
         if role not in cfg.priors:
             raise UnasdiffError(f"sources of role '{role}' need a prior; set priors.{role}=<config in configs/prior>")
@@ -90,9 +91,13 @@ def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior
         path = checkpoint_path(role, prior_cfg, override)
         # a checkpoint of our own training carries its prior config (network and class names); a published
         # one uses the role's
-        net, prior_cfg = load_prior_and_config(path, None if override else prior_cfg, default_config=prior_cfg)
+        key = (path.resolve(), prior_cfg.name)
+        if key not in loaded:
+            net, loaded_cfg = load_prior_and_config(path, None if override else prior_cfg, default_config=prior_cfg)
+            loaded[key] = net.to(device), loaded_cfg
+        net, prior_cfg = loaded[key]
         log.info("%s prior: %s", role, path)
-        priors[role] = Prior(role, prior_cfg, path, net.to(device), fallback)
+        priors[role] = Prior(role, prior_cfg, path, net, fallback)
         check_role(priors[role])
     return priors
 
