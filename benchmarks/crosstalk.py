@@ -23,13 +23,7 @@ import torch  # noqa: E402
 
 from unasdiff.audio import load_audio  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
-
-N_FFT, HOP = 1024, 256
-
-
-def power(path: Path, rate: int) -> torch.Tensor:
-    wave, _ = load_audio(path, rate)
-    return torch.stft(wave, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().pow(2)
+from unasdiff.metrics import own_bin_energies  # noqa: E402
 
 
 def main() -> None:
@@ -43,23 +37,22 @@ def main() -> None:
     if len(estimates) != len(args.true_sources):
         raise UnasdiffError(f"{args.separated} has {len(estimates)} source_*.wav files but {len(args.true_sources)} "
                             f"true sources were given: give one per estimate, in source order")
-    truth = [power(p, args.rate) for p in args.true_sources]
-    est = [power(p, args.rate) for p in estimates]
-    frames = min(x.shape[-1] for x in truth + est)
-    truth, est = [x[..., :frames] for x in truth], [x[..., :frames] for x in est]
-    ratio = 10 ** (args.dominance / 10)
+    waves = [load_audio(p, args.rate)[0] for p in args.true_sources + estimates]
+    length = min(w.shape[-1] for w in waves)
+    waves = torch.stack([w[..., :length] for w in waves])
+    truth, estimate = waves[: len(estimates)], waves[len(estimates):]
+    in_own, own = own_bin_energies(estimate, truth, args.dominance)
     print(f"{args.separated}: energy of each estimate in the bins a true source holds {args.dominance:g} dB above "
           f"the others, relative to that source's own energy there\n")
-    print("| true source | its bins | estimate | energy there (dB) |")
-    print("| --- | --- | --- | --- |")
-    for j, own in enumerate(truth):
-        bins = torch.stack([own > ratio * other for i, other in enumerate(truth) if i != j]).all(0)
-        if not bins.any():
-            print(f"| {args.true_sources[j].name} | none | | |")
+    print("| true source | estimate | energy there (dB) |")
+    print("| --- | --- | --- |")
+    for j, name in enumerate(args.true_sources):
+        if own[j] == 0:
+            print(f"| {name.name} | (no bins of its own) | |")
             continue
-        for k, estimate in enumerate(est):
-            level = 10 * math.log10(max(float(estimate[bins].sum() / own[bins].sum()), 1e-12))
-            print(f"| {args.true_sources[j].name} | {int(bins.sum())} | {estimates[k].name} | {level:+.1f} |")
+        for k, path in enumerate(estimates):
+            level = 10 * math.log10(max(float(in_own[j, k] / own[j]), 1e-12))
+            print(f"| {name.name} | {path.name} | {level:+.1f} |")
 
 
 if __name__ == "__main__":

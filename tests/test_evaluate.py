@@ -17,7 +17,7 @@ from unasdiff.data.crops import ResampledCache
 from unasdiff.data.mixtures import SourcePools, make_manifest, render, write_manifest
 from unasdiff.errors import UnasdiffError
 from unasdiff.evaluate import run
-from unasdiff.metrics import sdr, si_sdr
+from unasdiff.metrics import leakage, sdr, si_sdr
 from unasdiff.models import prior_config
 from unasdiff.models.checkpoint import read_state_dict
 
@@ -81,12 +81,20 @@ def test_make_manifest_evaluate_resume_and_the_same_csv(corpora, tmp_path):
     common = ["task=speech_sound", "n_mixtures=3"]
     _evaluate(corpora, tmp_path / "whole", *common, "make_manifest=true")
     whole = tmp_path / "whole" / "speech_sound" / "hybrid-mixture-2steps-1x"
-    # a run stopped after one mixture, then resumed
+    # a run stopped after one mixture, then resumed, its file begun by a version without the leakage columns
     _evaluate(corpora, tmp_path / "parts", *common, "make_manifest=true", "max_mixtures=1")
     parts = tmp_path / "parts" / "speech_sound" / "hybrid-mixture-2steps-1x"
-    assert len(_rows(parts / "scores.csv")) == 1
+    older = [{k: v for k, v in row.items() if "leak" not in k} for row in _rows(parts / "scores.csv")]
+    assert len(older) == 1
+    with open(parts / "scores.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(older[0]))
+        writer.writeheader()
+        writer.writerows(older)
     _evaluate(corpora, tmp_path / "parts", *common)
-    assert _rows(parts / "scores.csv") == _rows(whole / "scores.csv") and len(_rows(whole / "scores.csv")) == 3
+    assert _rows(parts / "scores.csv") == [{k: v for k, v in row.items() if "leak" not in k}
+                                           for row in _rows(whole / "scores.csv")]
+    assert len(_rows(whole / "scores.csv")) == 3
+    assert "leak" not in json.loads((parts / "summary.json").read_text())["scores"]["all"]
     assert (tmp_path / "parts" / "speech_sound" / "manifest.json").read_bytes() == \
         (tmp_path / "whole" / "speech_sound" / "manifest.json").read_bytes()
     summary = json.loads((whole / "summary.json").read_text())
@@ -98,6 +106,8 @@ def test_make_manifest_evaluate_resume_and_the_same_csv(corpora, tmp_path):
     est = torch.stack([load_audio(wavs / f"separated_{k}.wav", 16000)[0] for k in range(2)])
     assert torch.allclose(si_sdr(est, truth), torch.tensor([float(row["si_sdr_0"]), float(row["si_sdr_1"])]), atol=1e-3)
     assert torch.allclose(sdr(est, truth), torch.tensor([float(row["sdr_0"]), float(row["sdr_1"])]), atol=1e-2)
+    assert torch.allclose(leakage(est, truth), torch.tensor([float(row["leak_0"]), float(row["leak_1"])]), atol=1e-2)
+    assert "leak" in summary["scores"]["all"]
     with pytest.raises(UnasdiffError, match="exists: every run must score the same mixtures"):
         _evaluate(corpora, tmp_path / "whole", *common, "make_manifest=true")
 

@@ -1,8 +1,10 @@
+import math
+
 import fast_bss_eval
 import pytest
 import torch
 
-from unasdiff.metrics import best_permutation, permute_sources, sdr, si_sdr, si_sdr_improvement
+from unasdiff.metrics import best_permutation, leakage, permute_sources, sdr, si_sdr, si_sdr_improvement
 
 
 @pytest.fixture
@@ -61,3 +63,25 @@ def test_permutation_recovery():
     assert torch.allclose(permute_sources(shuffled, found), ref, atol=0.5)
     assert torch.equal(permute_sources(torch.arange(3.0).expand(4, 3)[..., None], found)[..., 0].long(),
                        torch.argsort(perms, dim=-1))
+
+
+def tones(*hz, seconds=1.0, rate=16000):
+    t = torch.arange(int(seconds * rate)) / rate
+    return torch.stack([torch.sin(2 * torch.pi * f * t) for f in hz])
+
+
+def test_leakage_measures_the_other_sources_copy_in_each_estimate():
+    truth = tones(500, 2000)
+    # estimate 0 holds a copy of source 1 at -20 dB; estimate 1 is exact
+    estimate = torch.stack([truth[0] + 0.1 * truth[1], truth[1]])
+    leak = leakage(estimate, truth)
+    assert abs(leak[0].item() - (-20.0)) < 0.5
+    assert leak[1].item() < -40  # only the window's sidelobes
+    assert torch.allclose(leakage(truth.flip(0), truth), torch.zeros(2), atol=0.5)  # swapped: whole copies
+
+
+def test_leakage_is_nan_where_no_other_source_has_bins_of_its_own():
+    truth = torch.stack([tones(500)[0], torch.zeros(16000)])
+    leak = leakage(torch.stack([truth[0], 0.5 * truth[0]]), truth)
+    assert torch.isnan(leak[0])  # a silent source owns no bins
+    assert abs(leak[1].item() - 20 * math.log10(0.5)) < 0.1

@@ -2,7 +2,7 @@
 
 scripts/evaluate.py composes the config and calls `run(cfg)`. Per mixture: render it from the
 manifest (unasdiff.data.mixtures) -> the same separation path as scripts/separate.py -> SI-SDR,
-SI-SDRi and SDR per source (in fixed order, or under the best permutation where the order is
+SI-SDRi, SDR and leakage per source (in fixed order, or under the best permutation where the order is
 arbitrary) -> one CSV row, flushed. A stopped run resumes and skips the mixtures already in the CSV.
 Under torchrun each process takes every N-th mixture and rank 0 merges the parts. Each system's
 summary.json lands in results/<task>/<system>/, and results/<task>/table.md is rebuilt from all of
@@ -12,6 +12,7 @@ them, so a Hydra multirun over samplers yields the ablation table.
 import csv
 import json
 import logging
+import math
 import os
 import statistics
 import time
@@ -35,7 +36,7 @@ from .runtime import start_processes, tune_cpu_allocator
 from .separate import is_unconditional, load_priors, resolve_auto_labels, separate_waveform, working_gain
 
 log = logging.getLogger(__name__)
-METRICS = ("si_sdr", "si_sdri", "sdr")
+METRICS = ("si_sdr", "si_sdri", "sdr", "leak")  # leak: dB of the other sources' own bins (metrics.leakage)
 
 
 def corpus_roots(cfg: DictConfig) -> dict:
@@ -82,10 +83,13 @@ def done_ids(path: Path) -> set[str]:
 
 def append_row(path: Path, row: dict) -> None:
     """One row, flushed to disk before the next mixture starts (a killed run keeps every finished row)."""
-    new = not path.is_file()
+    header = None  # a file begun before a metric existed keeps its columns
+    if path.is_file():
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
+        writer = csv.DictWriter(f, fieldnames=header or list(row), extrasaction="ignore")
+        if not header:
             writer.writeheader()
         writer.writerow(row)
         f.flush()
@@ -119,12 +123,20 @@ def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device,
     row = {"id": entry["id"], "group": entry.get("group", cfg.task.name), "roles": " ".join(roles),
            "labels": " ".join("-" if lab is None else str(lab) for lab in labels),
            "order": " ".join(map(str, order.tolist()))}
-    for name in METRICS:
-        for k, value in enumerate(metrics[name].tolist()):
-            row[f"{name}_{k}"] = f"{value:.4f}"
-        row[f"mean_{name}"] = f"{metrics[name].mean().item():.4f}"
+    row.update(metric_columns(metrics))
     row["seconds"] = f"{time.perf_counter() - started:.1f}"
     return row, mixture.cpu(), truth.cpu(), permute_sources(estimate.cpu()[None], order[None])[0]
+
+
+def metric_columns(metrics: dict) -> dict:
+    """CSV columns of score_sources' metrics: <metric>_<k> per source and mean_<metric> (NaN leakage, where
+    no other source has bins of its own, is left out of the mean)."""
+    columns = {}
+    for name in METRICS:
+        for k, value in enumerate(metrics[name].tolist()):
+            columns[f"{name}_{k}"] = f"{value:.4f}"
+        columns[f"mean_{name}"] = f"{metrics[name].nanmean().item():.4f}"
+    return columns
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -139,7 +151,10 @@ def summarise(rows: list[dict]) -> dict:
         for k, role in enumerate(roles):
             for bucket in ("all", f"role:{role}", f"group:{row['group']}"):
                 for name in METRICS:
-                    buckets.setdefault(bucket, {}).setdefault(name, []).append(float(row[f"{name}_{k}"]))
+                    # rows of a results file written before a metric existed lack its columns
+                    value = float(row.get(f"{name}_{k}") or "nan")
+                    if math.isfinite(value):
+                        buckets.setdefault(bucket, {}).setdefault(name, []).append(value)
     return {bucket: {name: stats(v) for name, v in metrics.items()} for bucket, metrics in buckets.items()}
 
 
@@ -153,11 +168,13 @@ def write_table(task_dir: Path) -> Path:
     """results/<task>/table.md: one row per system (every summary.json below task_dir), SI-SDR mean ± std."""
     summaries = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*/summary.json"))]
     buckets = sorted({b for s in summaries for b in s["scores"] if b != "all"})
-    lines = ["| system | mixtures | SI-SDR | SI-SDRi | SDR | " + " | ".join(f"SI-SDR {b.split(':', 1)[1]}" for b in buckets) + " |",
-             "| --- " * (5 + len(buckets)) + "|"]
+    lines = ["| system | mixtures | SI-SDR | SI-SDRi | SDR | leakage | "
+             + " | ".join(f"SI-SDR {b.split(':', 1)[1]}" for b in buckets) + " |",
+             "| --- " * (6 + len(buckets)) + "|"]
     for s in summaries:
         a = s["scores"]["all"]
-        cells = [f"{s['system']}", str(s["mixtures"])] + [f"{a[m]['mean']:.2f} ± {a[m]['std']:.2f}" for m in METRICS]
+        cells = [f"{s['system']}", str(s["mixtures"])] + [f"{a[m]['mean']:.2f} ± {a[m]['std']:.2f}" if m in a else ""
+                                                          for m in METRICS]
         cells += [f"{s['scores'][b]['si_sdr']['mean']:.2f}" if b in s["scores"] else "" for b in buckets]
         lines.append("| " + " | ".join(cells) + " |")
     return write_text(task_dir / "table.md", "\n".join(lines) + "\n")
@@ -173,10 +190,7 @@ def score_reference_outputs(manifest: dict, roots: dict, cfg: DictConfig, task_d
                                 for s in entry["sources"]])
         metrics, order = score_sources(estimate, truth, mixture, True)
         row = {"id": entry["id"], "group": entry["group"], "roles": " ".join(s["role"] for s in entry["sources"])}
-        for name in METRICS:
-            for k, value in enumerate(metrics[name].tolist()):
-                row[f"{name}_{k}"] = f"{value:.4f}"
-        rows.append(row)
+        rows.append({**row, **metric_columns(metrics)})
     out = task_dir / "reference-published-outputs"
     out.mkdir(parents=True, exist_ok=True)
     write_summary(out, "reference (published outputs)", rows, {"note": "sepa_*.wav of the demo set, best permutation"})

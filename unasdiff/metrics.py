@@ -1,10 +1,12 @@
 """Separation scores on torch tensors [..., K, L] (sources on axis -2), batched.
 
 SI-SDR is computed on zero-mean signals (Le Roux et al., 2019). SDR is the BSS-eval v4 source-to-
-distortion ratio with a 512-tap distortion filter per source, from fast_bss_eval.
+distortion ratio with a 512-tap distortion filter per source, from fast_bss_eval. Leakage says where the
+errors are: how much of the other sources' own time-frequency bins an estimate holds.
 """
 
 import itertools
+import math
 
 import fast_bss_eval
 import torch
@@ -37,6 +39,34 @@ def sdr(estimate: torch.Tensor, reference: torch.Tensor, filter_length: int = 51
     return fast_bss_eval.sdr(reference.double(), estimate.double(), filter_length=filter_length).float()
 
 
+def own_bin_energies(estimate: torch.Tensor, truth: torch.Tensor, dominance_db: float = 20.0, n_fft: int = 1024,
+                     hop_length: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energy of each estimate in each true source's own bins, and each true source's energy there, for
+    estimate/truth [K, L]: source j's own bins are the STFT bins it holds at least `dominance_db` above every
+    other true source (a rooster's harmonics beside speech). -> ([J, K] estimate k in j's bins, [J])."""
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    power = torch.stft(torch.cat([truth, estimate]).double(), n_fft, hop_length, window=window,
+                       return_complex=True).abs().pow(2)
+    true_power, estimate_power = power[: len(truth)], power[len(truth):]
+    ratio = 10 ** (dominance_db / 10)
+    others = torch.stack([torch.cat([true_power[:j], true_power[j + 1:]]).amax(0) for j in range(len(truth))])
+    own = (true_power > ratio * others).double()  # [J, F, N]
+    in_own = torch.einsum("jfn,kfn->jk", own, estimate_power)
+    return in_own, (own * true_power).sum((1, 2))
+
+
+def leakage(estimate: torch.Tensor, truth: torch.Tensor, dominance_db: float = 20.0) -> torch.Tensor:
+    """Per estimate k [K], in dB: its energy in the other true sources' own bins (own_bin_energies) relative
+    to those sources' energy there. Near 0 dB: the other sources' features are copied whole into estimate k;
+    -13 dB: faint copies remain, visible in a spectrogram; below about -30 dB: not visible. NaN where no
+    other source has bins of its own (silence, or two sources alike everywhere)."""
+    in_own, own = own_bin_energies(estimate, truth, dominance_db)
+    others = 1 - torch.eye(len(truth), dtype=in_own.dtype)
+    held, total = (others * in_own).sum(0), (others * own[:, None]).sum(0)
+    return torch.where(total > 0, 10 * torch.log10(held.clamp_min(1e-30) / total.clamp_min(1e-30)),
+                       math.nan).float()
+
+
 def best_permutation(estimate: torch.Tensor, reference: torch.Tensor, metric=si_sdr) -> torch.Tensor:
     """For each item of a batch [B, K, L], the permutation p maximising mean_k metric(estimate[p[k]], reference[k])."""
     k = reference.shape[-2]
@@ -53,11 +83,11 @@ def permute_sources(estimate: torch.Tensor, permutation: torch.Tensor) -> torch.
 
 
 def score_sources(estimate: torch.Tensor, truth: torch.Tensor, mixture: torch.Tensor, permutation_invariant: bool):
-    """SI-SDR, SI-SDRi and SDR per source ([K] each) of estimate [K, L] against truth [K, L], and the order
-    used (estimate order[k] is scored against truth k): fixed, or the best permutation where it is arbitrary."""
+    """SI-SDR, SI-SDRi, SDR and leakage per source ([K] each) of estimate [K, L] against truth [K, L], and the
+    order used (estimate order[k] is scored against truth k): fixed, or the best permutation where it is arbitrary."""
     order = torch.arange(truth.shape[0])
     if permutation_invariant:
         order = best_permutation(estimate[None], truth[None])[0]
         estimate = permute_sources(estimate[None], order[None])[0]
     return {"si_sdr": si_sdr(estimate, truth), "si_sdri": si_sdr_improvement(estimate, truth, mixture),
-            "sdr": sdr(estimate, truth)}, order
+            "sdr": sdr(estimate, truth), "leak": leakage(estimate, truth)}, order

@@ -241,7 +241,7 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     scores = None
     if truth is not None:
         metrics, order = score_sources(sources.cpu(), truth, mixture.cpu(), bool(cfg.task.permutation_invariant))
-        scores = {"order": order.tolist(), **{name: [round(v, 3) for v in values.tolist()]
+        scores = {"order": order.tolist(), **{name: [None if math.isnan(v) else round(v, 3) for v in values.tolist()]
                                               for name, values in metrics.items()}}
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -297,8 +297,10 @@ def print_summary(path: Path, out_dir: Path, summary: dict) -> None:
     print(f"{path.name}: {', '.join(summary['sources'])} -> {out_dir}/ ({summary['seconds']} s)")
     if summary["scores"]:
         for k, name in enumerate(summary["sources"]):
+            leak = summary["scores"]["leak"][k]
+            leak = "" if leak is None else f", holds {leak:.1f} dB of the other sources' own bins"
             print(f"  source {k} ({name}): SI-SDR {summary['scores']['si_sdr'][k]:.2f} dB, "
-                  f"SI-SDRi {summary['scores']['si_sdri'][k]:.2f} dB against the true source")
+                  f"SI-SDRi {summary['scores']['si_sdri'][k]:.2f} dB against the true source{leak}")
 
 
 def run(cfg: DictConfig) -> int:
