@@ -64,7 +64,7 @@ VALIDATION_PACKAGES = {"speech": ("klettres-data",),
                        "sound": ("tuxpaint-stamps-default", "gcompris-qt-data", "sonic-pi-samples")}
 
 
-MANIFEST_SIZE = 30  # held-out speech + sound mixtures written to the manifest
+MANIFEST_SIZE = 30  # speech + sound mixtures written to a new manifest (--manifest-size)
 
 
 def override_tag(overrides: list[str]) -> str:
@@ -146,7 +146,7 @@ def system_config(name: str, args) -> DictConfig:
         overrides += ["task=demo", f"demo_root={args.demo_root}", f"max_mixtures={args.mixtures or 'null'}"]
     else:
         manifest = Path(args.results) / "speech_sound" / "manifest.json"
-        overrides += ["task=speech_sound", f"n_mixtures={MANIFEST_SIZE}", f"max_mixtures={args.mixtures or 'null'}",
+        overrides += ["task=speech_sound", f"n_mixtures={args.manifest_size}", f"max_mixtures={args.mixtures or 'null'}",
                       f"make_manifest={not manifest.exists()}",
                       f"data.speech_folder={args.audio / 'speech'}", f"data.sound_folder={args.audio / 'sound'}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -156,6 +156,10 @@ def system_config(name: str, args) -> DictConfig:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
+    parser.add_argument("--manifest-size", type=int, default=MANIFEST_SIZE,
+                        help="mixtures drawn when <results>/speech_sound/manifest.json is written (a new --results "
+                             "folder); the draws are sequential, so the first N of a larger manifest are the same "
+                             "N mixtures and a system's scores of them carry over")
     parser.add_argument("--mixtures", type=int, help=f"the first N mixtures (default: all; {MANIFEST_SIZE} held-out "
                                                       "ones, or the 28 demo mixtures)")
     parser.add_argument("--consistency", choices=CONSISTENCY, default="none",
