@@ -127,7 +127,8 @@ def test_no_arguments_separate_the_bundled_example_with_the_bundled_priors(tmp_p
     assert run(cfg) == 0
     out = capsys.readouterr().out
     assert "separating the bundled example examples/speech_sound/mixture.wav" in out
-    assert "sampler for the bundled priors: hybrid, 2 steps from step 149, mean of 16 sample(s), consistency wiener" in out
+    assert ("sampler for the bundled priors: hybrid, 2 steps from step 174, mixture noised to step 174, mean of 16 "
+            "sample(s), consistency wiener") in out
     assert "speech prior: template_speech" in out and "sound prior: template_sound" in out
     summary = json.loads((tmp_path / "separation.json").read_text())
     assert summary["sources"] == ["speech", "sound"] and len(summary["scores"]["si_sdri"]) == 2

@@ -325,8 +325,9 @@ def run(cfg: DictConfig) -> int:
         print(f"{role} prior: {prior.config.name} ({prior.checkpoint})")
     if any(p.fallback for p in priors.values()) and cfg.get("fallback_sampler"):
         cfg.sampler = OmegaConf.merge(cfg.sampler, cfg.fallback_sampler)
+        init = f", mixture noised to step {cfg.sampler.init_step}" if cfg.sampler.init == "mixture" else ""
         start = "" if cfg.sampler.start_step is None else f" from step {cfg.sampler.start_step}"
-        print(f"sampler for the bundled priors: {cfg.sampler.method}, {cfg.sampler.steps} steps{start}, mean of "
+        print(f"sampler for the bundled priors: {cfg.sampler.method}, {cfg.sampler.steps} steps{start}{init}, mean of "
               f"{cfg.sampler.n_samples} sample(s), consistency {cfg.sampler.consistency} "
               f"(fallback_sampler in configs/separate.yaml)")
     labels = given_labels(list(cfg.task.sources), list(cfg.labels), priors)
