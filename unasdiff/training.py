@@ -91,17 +91,18 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None
         e.lerp_(p.detach(), 1 - decay)
 
 
-def load_initial_weights(net: torch.nn.Module, path) -> None:
-    """Fine-tuning start: every tensor of the checkpoint; a class table that grew keeps its old rows."""
+def load_initial_weights(net: torch.nn.Module, path, setting: str = "init_from") -> None:
+    """Fine-tuning start: every tensor of the checkpoint; a class table that grew keeps its old rows.
+    `setting` names the config entry that gave `path`, for the errors."""
     path = Path(path).expanduser()
     state = read_state_dict(path if path.is_absolute() or path.exists() else REPO_ROOT / path)
     own = net.state_dict()
     for key, value in state.items():
         if key not in own:
-            raise UnasdiffError(f"init_from {path}: key {key} is not in this network")
+            raise UnasdiffError(f"{setting} {path}: key {key} is not in this network")
         if value.shape != own[key].shape:
             if not key.endswith("embedding_table.weight") or value.shape[1:] != own[key].shape[1:]:
-                raise UnasdiffError(f"init_from {path}: {key} has shape {tuple(value.shape)}, "
+                raise UnasdiffError(f"{setting} {path}: {key} has shape {tuple(value.shape)}, "
                                     f"this network {tuple(own[key].shape)}")
             # old classes keep their rows; new classes start from the old null row
             grown = own[key].clone()
@@ -166,6 +167,8 @@ def train(cfg: DictConfig) -> Path:
     net = build_network(cfg.prior).to(proc.device)
     if cfg.init_from and not cfg.resume:
         load_initial_weights(net, cfg.init_from)
+    elif cfg.prior.get("base_checkpoint") and not cfg.resume:  # a template-residual prior starts as its template
+        load_initial_weights(net.templates, cfg.prior.base_checkpoint, "prior.base_checkpoint")
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
                                   weight_decay=cfg.train.weight_decay)

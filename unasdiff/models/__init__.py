@@ -13,12 +13,14 @@ from ..config import group_entry
 from ..errors import UnasdiffError
 from .checkpoint import load_weights, read_checkpoint, read_state_dict
 from .network import TriplePathUNet
+from .residual import TemplateResidualPrior
 from .templates import SpectralTemplatePrior
 
 # prior config `kind` -> the module that implements it
-KINDS = {"network": TriplePathUNet, "spectral_templates": SpectralTemplatePrior}
+KINDS = {"network": TriplePathUNet, "spectral_templates": SpectralTemplatePrior,
+         "template_residual": TemplateResidualPrior}
 
-__all__ = ["TriplePathUNet", "SpectralTemplatePrior", "build_network", "load_prior", "load_prior_and_config", "prior_config"]
+__all__ = ["TriplePathUNet", "SpectralTemplatePrior", "TemplateResidualPrior", "build_network", "load_prior", "load_prior_and_config", "prior_config"]
 
 
 def prior_config(config) -> DictConfig:
@@ -30,9 +32,9 @@ def prior_config(config) -> DictConfig:
     raise TypeError(f"config must be a prior name or a mapping, not {type(config).__name__}")
 
 
-def build_network(config) -> TriplePathUNet | SpectralTemplatePrior:
-    """An untrained prior of a prior config: the network (kind: network, the default) or a spectral-template
-    model (kind: spectral_templates)."""
+def build_network(config) -> TriplePathUNet | SpectralTemplatePrior | TemplateResidualPrior:
+    """An untrained prior of a prior config: the network (kind: network, the default), a spectral-template
+    model (kind: spectral_templates) or a template plus a network of its residual (kind: template_residual)."""
     cfg = prior_config(config)
     kind = cfg.get("kind", "network")
     if kind not in KINDS:

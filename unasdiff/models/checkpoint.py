@@ -97,13 +97,16 @@ def atomic_torch_save(obj, path) -> None:
 
 def export_prior(run_checkpoint, out, dtype: torch.dtype = torch.float16, weights: str = "ema") -> dict:
     """A training checkpoint (scripts/train_prior.py) reduced to what separation needs: the EMA (or the raw
-    "model") weights in `dtype`, stored as "ema", and the prior config (about a quarter of the size in fp16:
-    no optimizer state, one set of weights). Returns what was written besides the weights."""
+    "model") weights in `dtype` (buffers as they are), stored as "ema", and the prior config (about a quarter
+    of the size in fp16: no optimizer state, one set of weights). Returns what was written besides the weights."""
     payload = read_checkpoint(run_checkpoint)
     carried = payload.get("config")
     if not isinstance(carried, dict) or "prior" not in carried:
         raise UnasdiffError(f"{run_checkpoint} is not a checkpoint of scripts/train_prior.py (it carries no config)")
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in read_state_dict(run_checkpoint, weights, payload).items()}
+    from . import build_network  # the package imports this module
+    # learned weights in dtype; fitted buffers (a template's variances span 1e-6 .. 5e7, beyond fp16) as they are
+    learned = {name for name, _ in build_network(carried["prior"]).named_parameters()}
+    state = {k: v.to(dtype) if k in learned else v for k, v in read_state_dict(run_checkpoint, weights, payload).items()}
     info = {"step": int(payload.get("step", 0)), "weights": weights, "trained_by": "scripts/train_prior.py",
             "data": {k: v for k, v in carried.get("data", {}).items() if k != "cache_dir"}, "train": carried.get("train", {})}
     atomic_torch_save({"ema": state, "config": {"prior": carried["prior"]}, "info": info}, out)
