@@ -21,7 +21,8 @@ named by a hash of their settings (-fit<id>). So validation, like the held-out j
 audio from sources they have never seen. The bundled priors are then fitted on all packages with the
 chosen settings. --priors picks the bundled network priors (checkpoints/demo/{speech,sound}.pt, override
 with --speech/--sound, whose results are then named by a hash of the files, -ckpt<id>, so that a training
-run's last.pt is scored anew after more steps) or the spectral-template priors (checkpoints/demo/template_*.pt).
+run's last.pt is scored anew after more steps), the spectral-template priors (checkpoints/demo/template_*.pt)
+or the template-residual priors (checkpoints/demo/residual_*.pt: a template plus a network of its residual).
 The table gives SI-SDRi (dB, mean over sources and mixtures) per system, with the mixture itself as the 0 dB
 baseline, and is also written to <results>/<task>/table.md with SI-SDR and SDR.
 """
@@ -56,7 +57,8 @@ for steps in (200, 100, 50, 25):
     for rule in ("hybrid", "msdm_dirac"):
         for samples in (4, 16, 32, 64):
             SYSTEMS[f"{rule}-{steps}-{samples}samples"] = SYSTEMS[f"{rule}-{steps}"] + [f"sampler.n_samples={samples}"]
-PRIORS = {"network": ("demo_speech", "demo_sound"), "template": ("template_speech", "template_sound")}
+PRIORS = {"network": ("demo_speech", "demo_sound"), "template": ("template_speech", "template_sound"),
+          "residual": ("residual_speech", "residual_sound")}
 DEMO_DATA = REPO_ROOT / "data" / "demo"  # scripts/gather_demo_audio.py's output; --data for another
 # Packages of data/demo/train/<role> held out of the priors that --validation measures: varied recordings
 # (spoken letters in 20 languages; animals, vehicles, instruments, household sounds and percussion).
@@ -186,9 +188,9 @@ def main() -> None:
     args.fit_id = None
     args.checkpoint_id = checkpoint_id([args.speech, args.sound])
     if args.validation:
-        if args.priors == "network" and not (args.speech and args.sound):
-            raise UnasdiffError("the bundled network priors were trained on the validation packages too: pass --speech "
-                                "and --sound checkpoints trained with data.exclude=[...] (VALIDATION_PACKAGES)")
+        if args.priors != "template" and not (args.speech and args.sound):
+            raise UnasdiffError(f"the bundled {args.priors} priors were trained on the validation packages too: pass "
+                                f"--speech and --sound checkpoints trained with data.exclude=[...] (VALIDATION_PACKAGES)")
         validation_priors(args)
     elif args.fit:
         raise UnasdiffError("--fit applies to the priors fitted for --validation only")
