@@ -36,6 +36,11 @@ def test_the_untrained_residual_prior_is_its_template_and_the_label_reaches_the_
     x, t = torch.randn(2, 4000, generator=g), torch.tensor([5 * 3, 5 * 120])
     assert torch.equal(prior(x, t), prior.templates(x, t))  # the network's output starts at zero
     assert all(name.startswith("network.") for name, _ in prior.named_parameters())  # the template is fixed
+    # guided samplers differentiate the prior with respect to x_t: through the template part too
+    x_grad = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(prior(x_grad, t).pow(2).sum(), x_grad)
+    (expected,) = torch.autograd.grad(prior.templates(x_grad, t).pow(2).sum(), x_grad)
+    assert grad.abs().max() > 0 and torch.allclose(grad, expected)
     for weight in prior.network.parameters():  # as if trained: the zero-initialised layers too
         torch.nn.init.normal_(weight, std=0.1, generator=g)
     residual = prior(x, t, torch.tensor([0, 0])) - prior.templates(x, t)

@@ -43,6 +43,5 @@ class TemplateResidualPrior(nn.Module):
         return max(self.templates.n_fft, self.network.n_fft)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            base = self.templates(x_t, t)
-        return base + self.network(x_t, t, label)
+        # no torch.no_grad() here: guided samplers differentiate the whole prior with respect to x_t
+        return self.templates(x_t, t) + self.network(x_t, t, label)
