@@ -12,7 +12,7 @@ from unasdiff.models import SpectralTemplatePrior, build_network, load_prior
 from unasdiff.models.templates import forward_backward, posterior_mean_sources
 from unasdiff.separation import separate
 from unasdiff.metrics import si_sdr
-from unasdiff.template_fitting import fit, fit_templates, frame_powers
+from unasdiff.template_fitting import em_step, fit, fit_templates, frame_powers
 
 SCHEDULE = DiffusionSchedule.linear()
 
@@ -212,6 +212,27 @@ def test_em_learns_that_shapes_persist_when_each_clip_keeps_one_shape():
     assert (prior.log_transitions.exp().diagonal() > 0.95).all()
     torch.testing.assert_close(prior.log_transitions.exp().sum(1), torch.ones(2))
 
+
+
+def test_em_keeps_every_transition_possible_when_no_frame_takes_a_shape():
+    """A shape that no frame chooses (a tone where the data have none) must not get -inf transitions: the
+    score's gradient, which guided samplers need, would be NaN."""
+    n_fft = 128
+    g = torch.Generator().manual_seed(6)
+    crops, _, _ = _low_and_high_crops(g, n_fft)
+    prior = SpectralTemplatePrior(templates=3, gains=2, gain_step_db=6.0, n_fft=n_fft, hop_length=n_fft // 2,
+                                  markov=True)
+    power = frame_powers(prior, crops)
+    fit_templates(prior, power, iterations=3, floor=1e-6, generator=g)
+    unused = torch.full((n_fft // 2 + 1,), 1e-6)
+    unused[10] = 1e6  # a narrow line no crop has
+    prior.shapes[2] = unused
+    em_step(prior, power, floor=1e-6)
+    assert prior.log_weights[2].exp().sum() < 1e-9  # nothing chose it...
+    assert torch.isfinite(prior.log_transitions).all()  # ...yet every transition stays possible
+    x = (0.1 * torch.randn(2, 2048, generator=g)).requires_grad_(True)
+    prior(x, torch.tensor([5 * 150])).sum().backward()
+    assert torch.isfinite(x.grad).all()
 
 def _random_prior(generator, markov, templates=2, gains=2, n_fft=16):
     prior = SpectralTemplatePrior(templates=templates, gains=gains, gain_step_db=6.0, n_fft=n_fft,

@@ -69,8 +69,9 @@ def em_step(prior: SpectralTemplatePrior, power: torch.Tensor, floor: float) -> 
     frames = power.shape[0] * power.shape[1]
     prior.log_weights.copy_((counts.reshape(templates, gains) / frames).clamp_min(1e-12).log())
     if prior.markov:
-        # one pseudo-transition per row, spread by the shape weights: no transition becomes impossible
-        transitions += per_shape.T / frames
+        # one pseudo-transition per row, spread by the shape weights, and a floor for shapes no frame chose: no
+        # transition becomes impossible (a row of -inf would make the score's gradient NaN)
+        transitions = (transitions + per_shape.T / frames).clamp_min(1e-12 * per_shape.sum())
         prior.log_transitions.copy_((transitions / transitions.sum(1, keepdim=True)).log())
     return total / (frames * power.shape[-1])
 
