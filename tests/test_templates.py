@@ -213,7 +213,6 @@ def test_em_learns_that_shapes_persist_when_each_clip_keeps_one_shape():
     torch.testing.assert_close(prior.log_transitions.exp().sum(1), torch.ones(2))
 
 
-
 def test_em_keeps_every_transition_possible_when_no_frame_takes_a_shape():
     """A shape that no frame chooses (a tone where the data have none) must not get -inf transitions: the
     score's gradient, which guided samplers need, would be NaN."""
@@ -233,6 +232,7 @@ def test_em_keeps_every_transition_possible_when_no_frame_takes_a_shape():
     x = (0.1 * torch.randn(2, 2048, generator=g)).requires_grad_(True)
     prior(x, torch.tensor([5 * 150])).sum().backward()
     assert torch.isfinite(x.grad).all()
+
 
 def _random_prior(generator, markov, templates=2, gains=2, n_fft=16):
     prior = SpectralTemplatePrior(templates=templates, gains=gains, gain_step_db=6.0, n_fft=n_fft,
