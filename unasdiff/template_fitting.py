@@ -71,7 +71,7 @@ def em_step(prior: SpectralTemplatePrior, power: torch.Tensor, floor: float) -> 
     if prior.markov:
         # one pseudo-transition per row, spread by the shape weights, and a floor for shapes no frame chose: no
         # transition becomes impossible (a log A of -inf makes the score's gradient NaN)
-        transitions = (transitions + per_shape.T / frames).clamp_min(1e-12 * per_shape.sum())
+        transitions = (transitions + per_shape.T / frames).clamp_min(1e-12 * frames)
         prior.log_transitions.copy_((transitions / transitions.sum(1, keepdim=True)).log())
     return total / (frames * power.shape[-1])
 
