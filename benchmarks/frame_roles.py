@@ -13,7 +13,8 @@ to -22.5 dBFS (the middle of the training range) and noised to each step with fi
 of x_t whose clean frame is within 40 dB of its crop's loudest is given to the role whose prior explains it
 better, p(frame | speech prior) against p(frame | sound prior) at even odds, each frame on its own (a Markov
 prior's shapes taken with their overall weights). The table gives the share of each role's frames given to
-it, and their mean (the balanced accuracy; 50 % is chance).
+it, and their mean (the balanced accuracy; 50 % is chance). It shows where two priors disagree; it does not
+rank changes to them by how well they will separate (README, 'Not discriminative training of the shapes').
 """
 
 import argparse
