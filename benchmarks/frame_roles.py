@@ -32,6 +32,7 @@ from unasdiff.data.spans import active_crop  # noqa: E402
 from unasdiff.diffusion import DiffusionSchedule  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.models import SpectralTemplatePrior, load_prior  # noqa: E402
+from unasdiff.template_fitting import frame_powers  # noqa: E402
 
 SAMPLE_RATE = 16000
 LEVEL_DBFS = -22.5
@@ -63,11 +64,6 @@ def frame_log_likelihood(prior: SpectralTemplatePrior, power: torch.Tensor, step
     abar = schedule.alphas_cumprod[step]
     variances = abar * prior.component_variances() + (1 - abar) * prior.noise_power
     return torch.logsumexp(prior.log_joint(power, variances), dim=-1)
-
-
-def frame_power(prior: SpectralTemplatePrior, x: torch.Tensor) -> torch.Tensor:
-    spec = prior.stft(x)
-    return (spec.real**2 + spec.imag**2).transpose(1, 2)  # [B, N, F]
 
 
 def main() -> None:
@@ -106,11 +102,11 @@ def main() -> None:
     shares = {}
     for i, role in enumerate(ROLES):
         clean = role_crops(folders[role], args.clips, args.seconds, args.seed)
-        energy = frame_power(reference, clean).sum(-1)
+        energy = frame_powers(reference, clean).sum(-1)
         audible = energy >= energy.amax(-1, keepdim=True) * 10 ** (-FRAME_RANGE_DB / 10)
         noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(args.seed))
         for step in args.steps:
-            power = frame_power(reference, schedule.noised(clean, step, noise))
+            power = frame_powers(reference, schedule.noised(clean, step, noise))
             speech, sound = (frame_log_likelihood(priors[r], power, step, schedule) for r in ROLES)
             called_own = (speech > sound) if role == "speech" else (sound > speech)
             shares[role, step] = called_own[audible].double().mean().item()
