@@ -26,16 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from unasdiff.audio import AUDIO_SUFFIXES, gain_to_rms, load_audio  # noqa: E402
+from unasdiff.audio import AUDIO_SUFFIXES  # noqa: E402
 from unasdiff.config import REPO_ROOT  # noqa: E402
-from unasdiff.data.spans import active_crop  # noqa: E402
 from unasdiff.diffusion import DiffusionSchedule  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.models import SpectralTemplatePrior, load_prior  # noqa: E402
 from unasdiff.template_fitting import frame_powers  # noqa: E402
 
-SAMPLE_RATE = 16000
-LEVEL_DBFS = -22.5
+from prior_denoising import SAMPLE_RATE, level_crop  # noqa: E402  (the same crops at the same level)
+
 ROLES = ("speech", "sound")
 FRAME_RANGE_DB = 40.0  # frames further below their crop's loudest are near-silent: no role to tell
 
@@ -47,13 +46,8 @@ def role_crops(folders: list[Path], count: int, seconds: float, seed: int) -> to
         raise UnasdiffError(f"no audio files under {', '.join(map(str, folders))}")
     rng = np.random.default_rng(seed)
     length = int(seconds * SAMPLE_RATE)
-    crops = []
-    for index in rng.choice(len(files), size=min(count, len(files)), replace=False):
-        x, _ = load_audio(files[index], SAMPLE_RATE)
-        x = torch.nn.functional.pad(x, (0, max(0, length - x.shape[-1])))
-        crop = torch.from_numpy(active_crop(x.numpy(), length, SAMPLE_RATE, rng)[1])
-        crops.append(crop * gain_to_rms(crop, LEVEL_DBFS))
-    return torch.stack(crops)
+    drawn = rng.choice(len(files), size=min(count, len(files)), replace=False)
+    return torch.stack([level_crop(files[index], length, rng) for index in drawn])
 
 
 @torch.no_grad()
@@ -100,7 +94,7 @@ def main() -> None:
     schedule = DiffusionSchedule.linear()
     reference = priors["speech"]
     shares = {}
-    for i, role in enumerate(ROLES):
+    for role in ROLES:
         clean = role_crops(folders[role], args.clips, args.seconds, args.seed)
         energy = frame_powers(reference, clean).sum(-1)
         audible = energy >= energy.amax(-1, keepdim=True) * 10 ** (-FRAME_RANGE_DB / 10)

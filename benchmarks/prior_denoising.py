@@ -44,13 +44,15 @@ def heldout_crops(folder: Path, count: int, seconds: float, seed: int) -> torch.
     """[N, L]: a crop around an active span of the first clip of each of the first `count` groups."""
     length = int(seconds * SAMPLE_RATE)
     rng = np.random.default_rng(seed)
-    crops = []
-    for files in list(folder_groups(folder).values())[:count]:
-        x, _ = load_audio(files[0], SAMPLE_RATE)
-        x = torch.nn.functional.pad(x, (0, max(0, length - x.shape[-1])))
-        crop = torch.from_numpy(active_crop(x.numpy(), length, SAMPLE_RATE, rng)[1])
-        crops.append(crop * gain_to_rms(crop, LEVEL_DBFS))
-    return torch.stack(crops)
+    return torch.stack([level_crop(files[0], length, rng) for files in list(folder_groups(folder).values())[:count]])
+
+
+def level_crop(path: Path, length: int, rng: np.random.Generator) -> torch.Tensor:
+    """[L]: the file's `length`-sample crop around an active span (padded at the end if shorter), at LEVEL_DBFS."""
+    x, _ = load_audio(path, SAMPLE_RATE)
+    x = torch.nn.functional.pad(x, (0, max(0, length - x.shape[-1])))
+    crop = torch.from_numpy(active_crop(x.numpy(), length, SAMPLE_RATE, rng)[1])
+    return crop * gain_to_rms(crop, LEVEL_DBFS)
 
 
 @torch.no_grad()
