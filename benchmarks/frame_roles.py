@@ -14,7 +14,8 @@ of x_t whose clean frame is within 40 dB of its crop's loudest is given to the r
 better, p(frame | speech prior) against p(frame | sound prior) at even odds, each frame on its own (a Markov
 prior's shapes taken with their overall weights). The table gives the share of each role's frames given to
 it, and their mean (the balanced accuracy; 50 % is chance). It shows where two priors disagree; it does not
-rank changes to them by how well they will separate (README, 'Not discriminative training of the shapes').
+rank changes to them by how well they will separate (docs/bundled_priors.md, 'Not discriminative training of
+the shapes').
 """
 
 import argparse
