@@ -136,6 +136,40 @@ def test_missing_files_and_wrong_checkpoints_are_named(corpora, tmp_path):
         _evaluate(corpora, tmp_path, "task=speech_sound", f"checkpoints.sound={one_class}")
 
 
+def _scored(mixture_id: str, values: list[float], without: str = "-") -> dict:
+    """A scores row of a mixture whose sources all score `values` in every metric, less the columns of `without`."""
+    from unasdiff.evaluate import METRICS, metric_columns
+    row = {"id": mixture_id, "group": f"{len(values)}src", "roles": " ".join(["sound"] * len(values)),
+           **metric_columns({name: torch.tensor(values) for name in METRICS}), "seconds": "1.0"}
+    return {key: value for key, value in row.items() if without not in key}
+
+
+def test_a_mixture_with_more_sources_widens_the_scores_file_and_every_source_is_summarised(tmp_path):
+    from unasdiff.evaluate import append_row, merged_rows, summarise
+    path = tmp_path / "scores.csv"
+    append_row(path, _scored("a", [1.0, 2.0]))
+    append_row(path, _scored("b", [3.0, 4.0, 5.0]))
+    append_row(path, _scored("c", [6.0, 7.0]))
+    rows = _rows(path)
+    assert [row["si_sdr_2"] for row in rows] == ["", "5.0000", ""]
+    assert list(rows[0])[3:7] == ["si_sdr_0", "si_sdr_1", "si_sdr_2", "mean_si_sdr"]
+    assert summarise(rows)["all"]["si_sdr"]["count"] == 7
+    assert summarise(rows)["group:3src"]["si_sdr"]["mean"] == pytest.approx(4.0)
+    # a file begun before a metric existed keeps its columns, for a wider row too
+    older = tmp_path / "older.csv"
+    append_row(older, _scored("a", [1.0, 2.0], without="leak"))
+    append_row(older, _scored("b", [3.0, 4.0, 5.0]))
+    assert all("leak_0" not in row and row["si_sdr_2"] in ("", "5.0000") for row in _rows(older))
+    # two processes' parts of different widths merge into one file with every source
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for rank, row in enumerate([_scored("a", [1.0, 2.0]), _scored("b", [3.0, 4.0, 5.0])]):
+        append_row(parts / f"scores.rank{rank}.csv", row)
+    merged = merged_rows(parts, 2, {"mixtures": [{"id": "a"}, {"id": "b"}]})
+    assert summarise(merged)["all"]["si_sdr"]["count"] == 5
+    assert [row["si_sdr_2"] for row in _rows(parts / "scores.csv")] == ["", "5.0000"]
+
+
 def test_two_processes_split_the_manifest_and_merge(corpora, tmp_path):
     vctk, fsd = corpora
     _evaluate(corpora, tmp_path / "one", "task=speech_speech", "n_mixtures=2", "make_manifest=true")

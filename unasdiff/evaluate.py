@@ -81,14 +81,41 @@ def done_ids(path: Path) -> set[str]:
         return {row["id"] for row in csv.DictReader(f)}
 
 
+def widened_columns(columns: list[str], row: dict) -> list[str]:
+    """The columns of a scores file, widened by the per-source columns of a row with more sources than the
+    rows before it (<metric>_2 of a 3-source mixture after 2-source ones), each placed after the row's key
+    before it. A metric the file began without (no mean_<metric> column) stays out: its mean over only the
+    later mixtures would not be comparable with other systems' means."""
+    columns = list(columns)
+    keys = list(row)
+    for i, key in enumerate(keys):
+        if key not in columns and f"mean_{key.rsplit('_', 1)[0]}" in columns:
+            before = keys[i - 1] if i else None
+            columns.insert(columns.index(before) + 1 if before in columns else len(columns), key)
+    return columns
+
+
+def write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """A whole scores file, atomically; cells a row does not have are left empty."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def append_row(path: Path, row: dict) -> None:
-    """One row, flushed to disk before the next mixture starts (a killed run keeps every finished row)."""
-    header = None  # a file begun before a metric existed keeps its columns
+    """One row, flushed to disk before the next mixture starts (a killed run keeps every finished row).
+    A file begun before a metric existed keeps its columns; one whose rows had fewer sources is widened."""
+    header = None
     if path.is_file():
         with open(path, newline="") as f:
-            header = next(csv.reader(f), None)
+            reader = csv.DictReader(f)
+            header, rows = reader.fieldnames, list(reader)
+        if header and (wider := widened_columns(header, row)) != header:
+            header = wider
+            write_rows(path, header, rows)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header or list(row), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=header or list(row), restval="", extrasaction="ignore")
         if not header:
             writer.writeheader()
         writer.writerow(row)
@@ -261,8 +288,8 @@ def merged_rows(out_dir: Path, world: int, manifest: dict) -> list[dict]:
                 rows.update({row["id"]: row for row in csv.DictReader(f)})
     ordered = [rows[e["id"]] for e in manifest["mixtures"] if e["id"] in rows]
     if world > 1 and ordered:
-        with atomic_path(out_dir / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(ordered[0]))
-            writer.writeheader()
-            writer.writerows(ordered)
+        columns = list(ordered[0])
+        for row in ordered[1:]:
+            columns = widened_columns(columns, row)
+        write_rows(out_dir / "scores.csv", columns, ordered)
     return ordered
