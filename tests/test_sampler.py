@@ -121,6 +121,42 @@ def test_averaging_samples_moves_towards_wiener(oracle):
     assert si_sdr(mean, truth).mean() > single + 1.0
 
 
+def test_samples_of_interchangeable_sources_are_relabelled_before_the_average():
+    from unasdiff.separation.alignment import align_samples, interchangeable_groups
+    g = torch.Generator().manual_seed(0)
+    a, b, c = torch.randn(3, 2000, generator=g)
+    # four samples of one mixture; samples 1 and 3 drew sources 1 and 2 the other way round
+    drawn = [[c, a, b], [c, b, a], [c, a, b], [c, b, a]]
+    samples = torch.stack([torch.stack(s) for s in drawn])[None] + 0.1 * torch.randn(1, 4, 3, 2000, generator=g)
+    aligned = align_samples(samples, [[1, 2]])
+    assert si_sdr(aligned.mean(1)[0], torch.stack([c, a, b])).min() > 15.0
+    assert si_sdr(samples.mean(1)[0, 1:], torch.stack([a, b])).max() < 1.0  # averaged as drawn: both a blend
+    assert torch.equal(aligned[:, :, 0], samples[:, :, 0])  # a source outside the group is never moved
+    assert torch.equal(align_samples(samples, []), samples)
+    # interchangeable: the same prior object and the same label
+    p, q = object(), object()
+    assert interchangeable_groups([p, q, q, q, p], [None, None, None, 5, 3]) == [[1, 2]]
+    assert interchangeable_groups([p, q], [None, None]) == []
+
+
+def test_a_shared_prior_averages_its_relabelled_samples(oracle, monkeypatch):
+    import unasdiff.separation as separation
+    sources, truth, mixture = oracle
+    shared, other = GaussianPrior(sources[0]), GaussianPrior(sources[1])
+    seen = []
+    relabel = separation.align_samples
+
+    def recorded(samples, groups):
+        seen.append(groups)
+        return relabel(samples, groups)
+
+    monkeypatch.setattr(separation, "align_samples", recorded)
+    mean, samples = separate(mixture[:2], [shared, other, shared], steps=10, n_samples=3, return_samples=True,
+                             generator=torch.Generator().manual_seed(3))
+    assert seen == [[[0, 2]]]
+    assert samples.shape == (2, 3, 3, 4000) and torch.allclose(mean, samples.mean(1))
+
+
 @pytest.mark.parametrize("consistency", ["equal", "wiener", "mask"])
 def test_consistent_estimates_sum_to_the_mixture_and_keep_their_quality(oracle, consistency):
     sources, truth, mixture = oracle

@@ -10,6 +10,7 @@ import torch
 
 from ..audio import is_silent
 from ..diffusion import DiffusionSchedule
+from .alignment import align_samples, interchangeable_groups
 from .consistency import CONSISTENCY, mixture_consistent
 from .guidance import RULES, make_rule
 from .objective import ReconstructionObjective
@@ -51,10 +52,12 @@ def separate(
     init: "mixture" (y noised to `init_step`), "noise" or "raw_mixture"; the loop starts at
         `start_step` (default the last step, as in the reference).
     n_samples: posterior samples per mixture; the result is their average (the Monte-Carlo posterior
-        mean), and `return_samples=True` also returns them all as [B, M, K, L].
+        mean), and `return_samples=True` also returns them all as [B, M, K, L]. Sources that share a
+        prior and a label are interchangeable: each sample's are reordered to agree before the average
+        (alignment.py).
     consistency: "none" (as the reference), "equal" or "wiener": hand the part of the mixture the
         estimate leaves out back to the sources, so that they sum to it; "mask": filter the mixture with
-        the estimates' powers (consistency.py); the returned samples stay as drawn.
+        the estimates' powers (consistency.py); the returned samples get no consistency step.
     label_guidance: classifier-free guidance weight w for the sources with a label (priors.py); 0: none.
     Silent mixtures give silent sources.
     """
@@ -81,7 +84,8 @@ def separate(
         repeated = mixture[active].repeat_interleave(n_samples, dim=0)  # the M samples of a mixture are adjacent
         out = sample(source_priors, repeated, schedule, rule, objective, init=init, init_step=init_step,
                      start_step=start_step, generator=generator, progress=progress)
-        samples[active] = out.view(-1, n_samples, k, length)
+        samples[active] = align_samples(out.view(-1, n_samples, k, length),
+                                        interchangeable_groups(source_priors.priors, source_priors.labels))
     estimate = samples.mean(dim=1)
     estimate[active] = mixture_consistent(estimate[active], mixture[active], consistency)
     if squeeze:
