@@ -192,5 +192,5 @@ def test_windows_of_same_class_sources_are_aligned():
             out.append(pair.flip(0) if next(count) % 2 else pair)
         return torch.stack(out)
 
-    out = separate_in_windows(truth.sum(0), swapping, window=window, overlap=overlap, batch=2, align=True)
+    out = separate_in_windows(truth.sum(0), swapping, window=window, overlap=overlap, batch=2, groups=[[0, 1]])
     assert torch.allclose(out, truth, atol=1e-5)

@@ -144,8 +144,7 @@ def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device,
     labels, _ = resolve_auto_labels(cfg, roles, priors, labels, gain * mixture, generator)
     auto = not given_labels or any(src.get("label") is None and src["role"] == "sound" for src in entry["sources"])
     permutation_invariant = bool(entry.get("permutation_invariant")) or (auto and len(set(roles)) < len(roles))
-    estimate = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator,
-                                 align=permutation_invariant) / gain
+    estimate = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator) / gain
     metrics, order = score_sources(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant)
     row = {"id": entry["id"], "group": entry.get("group", cfg.task.name), "roles": " ".join(roles),
            "labels": " ".join("-" if lab is None else str(lab) for lab in labels),

@@ -26,6 +26,7 @@ from .plots import plot_spectrograms
 from .runtime import pick_device, tune_cpu_allocator
 from .separation import separate
 from .separation.classify import choose_labels, denoising_errors
+from .separation.alignment import interchangeable_groups
 from .separation.windows import separate_in_windows
 
 log = logging.getLogger(__name__)
@@ -167,9 +168,9 @@ def source_names(roles: list[str], priors: dict[str, Prior], labels: list) -> li
 
 
 def separate_waveform(mixture: torch.Tensor, roles: list[str], labels: list, cfg: DictConfig,
-                      priors: dict[str, Prior], generator: torch.Generator, align: bool) -> torch.Tensor:
-    """mixture [L] at the priors' rate, already at the working level -> sources [K, L]; `align` keeps
-    the source order consistent across windows where it is arbitrary (same-class sources)."""
+                      priors: dict[str, Prior], generator: torch.Generator) -> torch.Tensor:
+    """mixture [L] at the priors' rate, already at the working level -> sources [K, L]; interchangeable
+    sources (the same prior and label) keep one order across windows."""
     sampler = cfg.sampler
     nets = [priors[role].net for role in roles]
 
@@ -182,7 +183,7 @@ def separate_waveform(mixture: torch.Tensor, roles: list[str], labels: list, cfg
 
     window = int(cfg.window.seconds * cfg.sample_rate)
     return separate_in_windows(mixture, separate_windows, window, cfg.window.overlap, cfg.window.batch,
-                               align=align, progress=cfg.progress)
+                               groups=interchangeable_groups(nets, labels), progress=cfg.progress)
 
 
 def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> float:
@@ -235,8 +236,7 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
         sources = torch.zeros(k, mixture.shape[-1], device=device)
     else:
         labels, auto = resolve_auto_labels(cfg, roles, priors, labels, gain * mixture, generator)
-        sources = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator,
-                                    align=bool(cfg.task.permutation_invariant)) / gain
+        sources = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator) / gain
     names = source_names(roles, priors, labels)
     scores = None
     if truth is not None:

@@ -1,11 +1,11 @@
-"""Averaging posterior samples of interchangeable sources.
+"""The order of interchangeable sources: across posterior samples, and across windows of long audio.
 
 Two sources with the same prior and the same label (two speakers under one speech prior, two sounds under
-an unconditional sound prior) have a posterior that is unchanged by swapping them, so each sample separates
-them in an order of its own (label switching, as in Bayesian mixture models: Stephens, 2000). Averaged as
-drawn, samples that disagree on the order blur both estimates towards the same mix of the two. Relabelled
-first, each sample's interchangeable sources permuted to agree best (SI-SDR) with a reference, the average
-keeps them apart: the reference is the first sample, then the mean of the relabelled samples.
+an unconditional sound prior) have a posterior that is unchanged by swapping them, so each sample, and each
+window of a long file, separates them in an order of its own (label switching, as in Bayesian mixture
+models: Stephens, 2000). Averaged as drawn, samples that disagree on the order blur both estimates towards
+the same mix of the two, and windows joined as drawn swap the sources mid-file. Reordered first, each
+group of interchangeable sources to agree best (SI-SDR) with a reference, they keep the sources apart.
 """
 
 from collections.abc import Sequence
@@ -23,20 +23,25 @@ def interchangeable_groups(priors: Sequence, labels: Sequence[int | None]) -> li
     return [group for group in groups.values() if len(group) > 1]
 
 
+def best_group_order(estimate: torch.Tensor, reference: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """For estimates and references [N, K, L], the source order [N, K] (for permute_sources) that permutes
+    each group's sources to agree best with the reference's and leaves every other source in place."""
+    order = torch.arange(estimate.shape[1], device=estimate.device).repeat(estimate.shape[0], 1)
+    for group in groups:
+        index = torch.tensor(group, device=estimate.device)
+        order[:, index] = index[best_permutation(estimate[:, index], reference[:, index])]
+    return order
+
+
 def align_samples(samples: torch.Tensor, groups: list[list[int]], passes: int = 2) -> torch.Tensor:
     """samples [B, M, K, L] (M samples of each of B mixtures) with each group's sources reordered in every
-    sample to agree with the reference; sources outside the groups are untouched."""
+    sample to agree with a reference: the first sample, then the mean of the reordered samples."""
     if samples.shape[1] < 2 or not groups:
         return samples
-    samples = samples.clone()
-    batch, count, _, length = samples.shape
-    for group in groups:
-        part = samples[:, :, group]  # [B, M, g, L]
-        reference = part[:, 0]
-        for _ in range(passes):
-            drawn = part.reshape(batch * count, len(group), length)
-            order = best_permutation(drawn, reference.repeat_interleave(count, dim=0))
-            part = permute_sources(drawn, order).view_as(part)
-            reference = part.mean(dim=1)
-        samples[:, :, group] = part
-    return samples
+    batch, count, k, length = samples.shape
+    drawn = samples.reshape(batch * count, k, length)
+    aligned, reference = drawn, samples[:, 0]
+    for _ in range(passes):
+        aligned = permute_sources(drawn, best_group_order(drawn, reference.repeat_interleave(count, dim=0), groups))
+        reference = aligned.view_as(samples).mean(dim=1)
+    return aligned.view_as(samples)

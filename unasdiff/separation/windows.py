@@ -2,8 +2,8 @@
 
 Windows are separated a batch at a time and overlap-added with a Hann cross-fade normalised by the
 sum of the weights, so the joins have no seams and memory does not grow with the number of windows.
-Where the source order is arbitrary (same-class sources), each window's sources are first permuted
-to agree with the previous window on their shared part.
+Where the source order is arbitrary (interchangeable sources: the same prior and label, alignment.py),
+each window's are first reordered to agree with the previous window on their shared part.
 """
 
 from collections.abc import Callable
@@ -11,7 +11,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..metrics import best_permutation, permute_sources
+from ..metrics import permute_sources
+from .alignment import best_group_order
 
 SeparateFn = Callable[[torch.Tensor], torch.Tensor]  # windows [N, W] -> sources [N, K, W]
 
@@ -25,8 +26,9 @@ def window_starts(length: int, window: int, hop: int) -> list[int]:
 
 
 def separate_in_windows(mixture: torch.Tensor, separate_fn: SeparateFn, window: int, overlap: float,
-                        batch: int = 4, align: bool = False, progress: bool = False) -> torch.Tensor:
-    """mixture [L] -> sources [K, L]. Inputs shorter than a window are zero-padded to one window."""
+                        batch: int = 4, groups: list[list[int]] = (), progress: bool = False) -> torch.Tensor:
+    """mixture [L] -> sources [K, L]. Inputs shorter than a window are zero-padded to one window. `groups`:
+    the indices of interchangeable sources, kept in one order across windows."""
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"window overlap must be in [0, 1), got {overlap}")
     length = mixture.shape[-1]
@@ -44,10 +46,10 @@ def separate_in_windows(mixture: torch.Tensor, separate_fn: SeparateFn, window: 
             total = torch.zeros(sources.shape[1], padded.shape[-1], dtype=sources.dtype, device=sources.device)
             weights = torch.zeros(padded.shape[-1], dtype=sources.dtype, device=sources.device)
         for start, est in zip(chunk_starts, sources):
-            if align and previous is not None:
+            if groups and previous is not None:
                 shared = window - hop
-                perm = best_permutation(est[None, :, :shared], previous[None, :, hop:])
-                est = permute_sources(est[None], perm)[0]
+                est = permute_sources(est[None], best_group_order(est[None, :, :shared], previous[None, :, hop:],
+                                                                   groups))[0]
             previous = est
             total[:, start:start + window] += fade * est
             weights[start:start + window] += fade
