@@ -110,6 +110,24 @@ def test_true_sources_are_scored_and_drawn(tmp_path, capsys):
     assert "SI-SDRi" in capsys.readouterr().out
 
 
+def test_interchangeable_sources_are_scored_in_the_order_that_fits_the_true_ones(tmp_path):
+    rate = 16000
+    truth = [0.1 * np.sin(2 * np.pi * f * np.arange(rate) / rate).astype(np.float32) for f in (220, 3000)]
+    for k, wave in enumerate(truth):
+        sf.write(tmp_path / f"true_{k}.wav", wave, rate, subtype="FLOAT")
+    sf.write(tmp_path / "mix.wav", truth[0] + truth[1], rate, subtype="FLOAT")
+    scores = []
+    for given in ([0, 1], [1, 0]):  # the same two sounds, one prior, one label: the output order is the sampler's
+        out = tmp_path / f"out{given[0]}"
+        cfg = compose_config("separate", TINY_SEPARATE + [
+            "task=sound_sound", f"mixture={tmp_path / 'mix.wav'}", f"output_dir={out}", "labels=[3,3]",
+            f"true_sources=[{tmp_path / f'true_{given[0]}.wav'},{tmp_path / f'true_{given[1]}.wav'}]"])
+        assert run(cfg) == 0
+        scores.append(json.loads((out / "separation.json").read_text())["scores"])
+    assert scores[0]["order"] == scores[1]["order"][::-1]
+    assert sorted(scores[0]["si_sdr"]) == pytest.approx(sorted(scores[1]["si_sdr"]))
+
+
 def test_true_sources_must_match_the_mixture(tmp_path):
     mix = _write(tmp_path / "mix.wav", channels=1)
     sf.write(tmp_path / "short.wav", np.zeros(800, dtype=np.float32), 16000)

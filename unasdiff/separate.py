@@ -240,7 +240,11 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     names = source_names(roles, priors, labels)
     scores = None
     if truth is not None:
-        metrics, order = score_sources(sources.cpu(), truth, mixture.cpu(), bool(cfg.task.permutation_invariant))
+        # the output order says nothing of the true sources' where it is arbitrary: interchangeable sources, or
+        # labels the classifier handed out among sources of one role
+        arbitrary = (bool(cfg.task.permutation_invariant) or bool(auto) and len(set(roles)) < len(roles)
+                     or bool(interchangeable_groups([priors[role].net for role in roles], labels)))
+        metrics, order = score_sources(sources.cpu(), truth, mixture.cpu(), arbitrary)
         scores = {"order": order.tolist(), **{name: [None if math.isnan(v) else round(v, 3) for v in values.tolist()]
                                               for name, values in metrics.items()}}
 
