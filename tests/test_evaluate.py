@@ -219,5 +219,16 @@ def test_held_out_folders_and_an_unconditional_sound_prior(tmp_path):
     with open(results / "speech_sound" / "hybrid-mixture-2steps-1x" / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(row["labels"] == "- -" for row in rows)  # no label for a one-class prior
+    # two sounds under one one-class prior are interchangeable: scored in the order that fits the true sources
+    run(compose_config("evaluate", TINY + [
+        f"results_root={results}", "task=sound_sound", "n_mixtures=2", "make_manifest=true",
+        f"data.speech_folder={tmp_path / 'speech'}", f"data.sound_folder={tmp_path / 'sound'}", "priors.sound=tiny_speech"]))
+    system = results / "sound_sound" / "hybrid-mixture-2steps-1x"
+    for row in _rows(system / "scores.csv"):
+        wavs = system / "wavs" / row["id"]
+        truth = torch.stack([load_audio(wavs / f"true_{k}.wav", 16000)[0] for k in range(2)])
+        est = torch.stack([load_audio(wavs / f"separated_{k}.wav", 16000)[0] for k in range(2)])
+        best = max(si_sdr(est, truth).mean(), si_sdr(est.flip(0), truth).mean())
+        assert float(row["mean_si_sdr"]) == pytest.approx(best.item(), abs=1e-3)
     with pytest.raises(UnasdiffError, match="no <group>/<audio files> folders under"):
         SourcePools(speech_folder=tmp_path / "sound" / "Bark")  # clips, but no group folders

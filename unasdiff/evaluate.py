@@ -33,7 +33,8 @@ from .errors import UnasdiffError
 from .files import atomic_path, writable_folder, write_text
 from .metrics import permute_sources, score_sources
 from .runtime import start_processes, tune_cpu_allocator
-from .separate import is_unconditional, load_priors, resolve_auto_labels, separate_waveform, working_gain
+from .separate import (arbitrary_order, is_unconditional, load_priors, resolve_auto_labels, separate_waveform,
+                       working_gain)
 
 log = logging.getLogger(__name__)
 METRICS = ("si_sdr", "si_sdri", "sdr", "leak")  # leak: dB of the other sources' own bins (metrics.leakage)
@@ -143,7 +144,7 @@ def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device,
     gain = working_gain(mixture, cfg.level, len(roles))
     labels, _ = resolve_auto_labels(cfg, roles, priors, labels, gain * mixture, generator)
     auto = not given_labels or any(src.get("label") is None and src["role"] == "sound" for src in entry["sources"])
-    permutation_invariant = bool(entry.get("permutation_invariant")) or (auto and len(set(roles)) < len(roles))
+    permutation_invariant = arbitrary_order(bool(entry.get("permutation_invariant")), auto, roles, labels, priors)
     estimate = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator) / gain
     metrics, order = score_sources(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant)
     row = {"id": entry["id"], "group": entry.get("group", cfg.task.name), "roles": " ".join(roles),

@@ -186,6 +186,15 @@ def separate_waveform(mixture: torch.Tensor, roles: list[str], labels: list, cfg
                                groups=interchangeable_groups(nets, labels), progress=cfg.progress)
 
 
+def arbitrary_order(declared: bool, auto_labels: bool, roles: list[str], labels: list,
+                    priors: dict[str, Prior]) -> bool:
+    """Whether the output order of the sources says nothing of the true sources' (so they are scored in the
+    order that fits best): declared so by the task, labels the classifier handed out among sources of one
+    role, or interchangeable sources (the same prior and label)."""
+    return (declared or auto_labels and len(set(roles)) < len(roles)
+            or bool(interchangeable_groups([priors[role].net for role in roles], labels)))
+
+
 def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> float:
     """The factor that brings the mixture to the level the priors work at (see configs/separate.yaml)."""
     if level.mode == "rms":
@@ -240,10 +249,7 @@ def separate_file(path: Path, out_dir: Path, cfg: DictConfig, priors: dict[str, 
     names = source_names(roles, priors, labels)
     scores = None
     if truth is not None:
-        # the output order says nothing of the true sources' where it is arbitrary: interchangeable sources, or
-        # labels the classifier handed out among sources of one role
-        arbitrary = (bool(cfg.task.permutation_invariant) or bool(auto) and len(set(roles)) < len(roles)
-                     or bool(interchangeable_groups([priors[role].net for role in roles], labels)))
+        arbitrary = arbitrary_order(bool(cfg.task.permutation_invariant), bool(auto), roles, labels, priors)
         metrics, order = score_sources(sources.cpu(), truth, mixture.cpu(), arbitrary)
         scores = {"order": order.tolist(), **{name: [None if math.isnan(v) else round(v, 3) for v in values.tolist()]
                                               for name, values in metrics.items()}}
