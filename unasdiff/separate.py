@@ -25,8 +25,8 @@ from .models import load_prior_and_config, prior_config
 from .plots import plot_spectrograms
 from .runtime import pick_device, tune_cpu_allocator
 from .separation import separate
-from .separation.classify import choose_labels, denoising_errors
 from .separation.alignment import interchangeable_groups
+from .separation.classify import choose_labels, denoising_errors
 from .separation.windows import separate_in_windows
 
 log = logging.getLogger(__name__)
