@@ -5,11 +5,11 @@
 The spectral-template prior (templates.py) already denoises the way a fitted spectral model can, exactly
 and at every noise level, in minutes of EM on CPU. A network trained from nothing on a few CPU cores spends
 its first thousands of steps learning that same generic denoising (docs/bundled_priors.md, 'Learning
-curve'). Here the template is fixed and the network, whose output starts at zero (DiT zero-init of the final layer), fits
-the rest of the noise: so the untrained prior is exactly the template prior, and every training step goes
-to what the template cannot express (pitch that glides, onsets, structure across frames). The template part
-has no parameters, only fitted buffers, so the optimiser trains the network alone and the checkpoint
-carries both.
+curve'). Here the template is fixed and the network, whose output starts at zero (DiT zero-init of the final
+layer), fits the rest of the noise: so the untrained prior is exactly the template prior, and every training
+step goes to what the template cannot express (pitch that glides, onsets, structure across frames). The
+template part has no parameters, only fitted buffers, so the optimiser trains the network alone and the
+checkpoint carries both.
 """
 
 import torch
