@@ -7,10 +7,12 @@
     python benchmarks/small_priors.py --validation --fit prior.net.templates=64 --systems hybrid-100-4samples
     python benchmarks/small_priors.py --validation --sampler sampler.init_step=99 --systems hybrid-100-4samples
     python benchmarks/small_priors.py --demo --mixtures 5 --systems msdm_dirac-100-4samples   # the paper's demo page
+    python benchmarks/small_priors.py --task sound_sound --systems hybrid-100-16samples      # two held-out sounds
 
 Each system is one `scripts/evaluate.py` run (the same code path, so a stopped benchmark resumes where
 it stopped): the mixtures follow the paper's recipe (4 s, a speaker and a sound clip, each at -25..-20 dBFS
-RMS) and are written once to <results>/speech_sound/manifest.json. Held-out mixtures take the VCTK and
+RMS; --task for another of the recipe's tasks) and are written once to <results>/<task>/manifest.json.
+Held-out mixtures take the VCTK and
 FSDKaggle2018 clips of data/demo/heldout (never trained on, never used to choose a setting).
 
 Validation mixtures, the only ones settings are chosen on, take training-side audio of whole packages
@@ -66,7 +68,8 @@ VALIDATION_PACKAGES = {"speech": ("klettres-data",),
                        "sound": ("tuxpaint-stamps-default", "gcompris-qt-data", "sonic-pi-samples")}
 
 
-MANIFEST_SIZE = 30  # speech + sound mixtures written to a new manifest (--manifest-size)
+MANIFEST_SIZE = 30  # mixtures written to a new manifest (--manifest-size)
+TASKS = ("speech_sound", "speech_2sound", "sound_sound", "sound_3sound", "speech_speech")  # the recipe's (configs/task)
 
 
 def override_tag(overrides: list[str]) -> str:
@@ -147,8 +150,8 @@ def system_config(name: str, args) -> DictConfig:
     if args.demo:
         overrides += ["task=demo", f"demo_root={args.demo_root}", f"max_mixtures={args.mixtures or 'null'}"]
     else:
-        manifest = Path(args.results) / "speech_sound" / "manifest.json"
-        overrides += ["task=speech_sound", f"n_mixtures={args.manifest_size}", f"max_mixtures={args.mixtures or 'null'}",
+        manifest = Path(args.results) / args.task / "manifest.json"
+        overrides += [f"task={args.task}", f"n_mixtures={args.manifest_size}", f"max_mixtures={args.mixtures or 'null'}",
                       f"make_manifest={not manifest.exists()}",
                       f"data.speech_folder={args.audio / 'speech'}", f"data.sound_folder={args.audio / 'sound'}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -159,7 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--manifest-size", type=int, default=MANIFEST_SIZE,
-                        help="mixtures drawn when <results>/speech_sound/manifest.json is written (a new --results "
+                        help="mixtures drawn when <results>/<task>/manifest.json is written (a new --results "
                              "folder); the draws are sequential, so the first N of a larger manifest are the same "
                              "N mixtures and a system's scores of them carry over")
     parser.add_argument("--mixtures", type=int, help=f"the first N mixtures (default: all; {MANIFEST_SIZE} held-out "
@@ -167,6 +170,8 @@ def main() -> None:
     parser.add_argument("--consistency", choices=CONSISTENCY, default="none",
                         help="sampler.consistency of every system: make the sources sum to the mixture")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", choices=TASKS, default="speech_sound",
+                        help="which sources the recipe's mixtures take (configs/task/)")
     parser.add_argument("--demo", action="store_true", help="the paper's 28 demo mixtures instead")
     parser.add_argument("--demo-root", default=str(REPO_ROOT.parent / "shared" / "data" / "unasdiff_demo"))
     parser.add_argument("--validation", action="store_true",
@@ -204,7 +209,8 @@ def main() -> None:
         rows.append((system_name(name, args), summary["mixtures"], scores["all"]["si_sdri"]["mean"],
                      *(scores.get(f"role:{r}", {}).get("si_sdri", {}).get("mean", float("nan")) for r in ("speech", "sound")),
                      time.perf_counter() - started))
-    where = "the demo mixtures" if args.demo else f"{'validation' if args.validation else 'held-out'} speech + sound mixtures"
+    where = "the demo mixtures" if args.demo else \
+        f"{'validation' if args.validation else 'held-out'} {args.task.replace('_', ' + ')} mixtures"
     print(f"\nSI-SDRi in dB, {args.priors} priors, on {where} "
           f"(the mixture: 0 dB); full table with SI-SDR and SDR: {table}")
     print("| system | mixtures | SI-SDRi | speech | sound | wall time this run (s) |")
