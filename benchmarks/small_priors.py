@@ -12,8 +12,8 @@
 Each system is one `scripts/evaluate.py` run (the same code path, so a stopped benchmark resumes where
 it stopped): the mixtures follow the paper's recipe (4 s, a speaker and a sound clip, each at -25..-20 dBFS
 RMS; --task for another of the recipe's tasks) and are written once to <results>/<task>/manifest.json.
-Held-out mixtures take the VCTK and
-FSDKaggle2018 clips of data/demo/heldout (never trained on, never used to choose a setting).
+Held-out mixtures take the VCTK and FSDKaggle2018 clips of data/demo/heldout (never trained on, never used
+to choose a setting).
 
 Validation mixtures, the only ones settings are chosen on, take training-side audio of whole packages
 (VALIDATION_PACKAGES) that the priors being validated were not fitted on: with --validation, template
