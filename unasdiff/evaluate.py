@@ -110,9 +110,10 @@ def append_row(path: Path, row: dict) -> None:
     header = None
     if path.is_file():
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header, rows = reader.fieldnames, list(reader)
-        if header and (wider := widened_columns(header, row)) != header:
+            header = next(csv.reader(f), None)
+        if header and (wider := widened_columns(header, row)) != header:  # rare: only then are the rows read
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
             header = wider
             write_rows(path, header, rows)
     with open(path, "a", newline="") as f:
