@@ -7,6 +7,10 @@ prior object are evaluated in one batched call.
 Classifier-free guidance (Ho & Salimans, 2022) with weight w: a source with a label gets
 eps_label + w (eps_label - eps_null), the null row being the class that label dropout trained; w = 0 is
 the plain conditional prior (the reference's only choice), sources without a label are unchanged.
+
+A source without a label (None) gets the prior's null row where the prior has several classes (the
+unconditional prior that label dropout trains), and label 0 where it has one class (the only class it was
+trained on). The reference passes label 0 for None everywhere; an explicit 0 still does that.
 """
 
 from collections.abc import Callable, Sequence
@@ -14,6 +18,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 Prior = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def unlabelled_row(prior: Prior) -> int:
+    """The label a source without one gets: the null row of a prior of several classes, else class 0."""
+    if getattr(prior, "num_classes", 1) > 1 and getattr(prior, "null_label", None) is not None:
+        return int(prior.null_label)
+    return 0
 
 
 class SourcePriors:
@@ -32,13 +43,14 @@ class SourcePriors:
                 raise ValueError(f"label_guidance needs priors with a null class (trained with label dropout); "
                                  f"{', '.join(unconditional)} has none: set label_guidance=0")
         # one call per distinct prior object: (prior, source indices, labels of those sources or None,
-        # which of them carry a label of their own: None is label 0 for the network, as in the reference)
+        # which of them carry a label of their own)
         self.groups = []
         for prior in {id(p): p for p in priors}.values():
             idx = [k for k, p in enumerate(priors) if p is prior]
             group_labels = [labels[k] for k in idx]
-            label_tensor = None if all(lab is None for lab in group_labels) else torch.tensor(
-                [0 if lab is None else int(lab) for lab in group_labels])
+            default = unlabelled_row(prior)
+            label_tensor = None if all(lab is None for lab in group_labels) and default == 0 else torch.tensor(
+                [default if lab is None else int(lab) for lab in group_labels])
             self.groups.append((prior, idx, label_tensor, torch.tensor([lab is not None for lab in group_labels])))
 
     def __len__(self) -> int:
