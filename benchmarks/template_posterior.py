@@ -7,7 +7,7 @@ the exact posterior mean E[s | y] of the two template priors (`posterior_mean_so
 unasdiff/models/templates.py: no diffusion, no sampling), scored like a system, beside the sampler's
 scores from <results>/speech_sound/<SYSTEM>/scores.csv on the same mixtures. It asks whether the sampler
 gets what exact inference with the same priors would: on stationary Gaussian sources (gaussian_oracle.py)
-the samplers come close to the exact posterior mean; with the template priors they differ (docs/bundled_priors.md,
+the samplers come close to the exact posterior mean; with the template priors they differ (docs/record/bundled_priors_run_log.md,
 "Exact inference with the template priors"). Writes <results>/speech_sound/<SYSTEM>/exact_posterior_mean.csv.
 """
 
@@ -32,7 +32,7 @@ from unasdiff.files import write_text  # noqa: E402
 from unasdiff.metrics import si_sdr_improvement  # noqa: E402
 from unasdiff.models import SpectralTemplatePrior, load_prior  # noqa: E402
 from unasdiff.models.templates import posterior_mean_sources  # noqa: E402
-from unasdiff.separate import working_gain  # noqa: E402
+from unasdiff.pipeline import working_gain  # noqa: E402
 
 
 def sampler_scores(path: Path) -> dict[str, tuple[float, float]]:

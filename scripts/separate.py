@@ -16,7 +16,12 @@ from unasdiff.errors import run_or_exit
 
 @hydra.main(config_path="../configs", config_name="separate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from unasdiff.config import resolve_preset
     from unasdiff.separate import run
+
+    cfg = run_or_exit(resolve_preset, cfg, "separate", HydraConfig.get().overrides.task)
 
     failures = run_or_exit(run, cfg)
     if failures:

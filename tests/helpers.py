@@ -1,8 +1,7 @@
 """Shared test helpers: composing the real Hydra configs."""
 
-from hydra import compose, initialize_config_dir
 
-from unasdiff.config import CONFIG_DIR
+from unasdiff.config import compose
 
 # Tiny reference networks with short windows and few steps: the real pipeline, fast on 2 cores.
 TINY_SEPARATE = ["priors.speech=tiny_speech", "priors.sound=tiny_sound", "sampler.steps=2", "window.seconds=0.5",
@@ -10,8 +9,17 @@ TINY_SEPARATE = ["priors.speech=tiny_speech", "priors.sound=tiny_sound", "sample
 
 
 def compose_config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+    """The real config as the scripts compose it (preset=auto resolved)."""
+    return compose(name, overrides)
+
+
+def system_folder(results, task: str, system: str):
+    """The one results folder of a system (results/<task>/<system>-<settings id>)."""
+    from pathlib import Path
+
+    found = sorted((Path(results) / task).glob(f"{system}-*/"))
+    assert len(found) == 1, f"expected one folder of {system} in {Path(results) / task}, found {found}"
+    return found[0]
 
 
 def tone_bursts(seconds: float, rate: int, seed: int, silence: bool = True):

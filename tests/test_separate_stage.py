@@ -13,6 +13,7 @@ import torch
 from helpers import TINY_SEPARATE, compose_config
 from unasdiff.errors import UnasdiffError
 from unasdiff.metrics import si_sdr
+from unasdiff.pipeline import Separator
 from unasdiff.separate import run
 from unasdiff.separation.windows import separate_in_windows, window_starts
 
@@ -71,23 +72,61 @@ def test_a_folder_skips_bad_files_and_does_the_rest(tmp_path):
     assert not (tmp_path / "out" / "b").exists()
 
 
+PUBLISHED_IN_PLACE = (REPO / "checkpoints" / "speech" / "speech_source.pt").exists()
+needs_no_published = pytest.mark.skipif(PUBLISHED_IN_PLACE, reason="the published priors are installed here")
+
+
+@needs_no_published
 def test_missing_published_checkpoint_says_where_to_put_it(tmp_path):
     mix = _write(tmp_path / "mix.wav", channels=1)
-    cfg = compose_config("separate", [f"mixture={mix}", "priors.speech=speech", "fallback_priors=null"])
-    with pytest.raises(UnasdiffError, match=r"put the published file speech_source.pt there.*checkpoints.speech=PATH"):
+    cfg = compose_config("separate", [f"mixture={mix}", "preset=published"])
+    with pytest.raises(UnasdiffError, match=r"put the published file speech_source.pt there.*checkpoints.speech=PATH"
+                                            r".*preset=bundled"):
         run(cfg)
 
 
-def test_missing_published_checkpoint_falls_back_to_the_bundled_prior_and_says_so(tmp_path, caplog):
+@needs_no_published
+def test_preset_auto_takes_the_bundled_priors_and_whatever_the_command_line_sets_wins():
+    cfg = compose_config("separate", ["sampler=dps", "sampler.steps=50"])
+    assert cfg.preset.name == "bundled" and "preset=auto: no checkpoints/speech/speech_source.pt" in cfg.preset.chosen_by
+    assert dict(cfg.priors) == {"speech": "template_speech", "sound": "template_sound"}
+    assert (cfg.sampler.method, cfg.sampler.steps) == ("dps", 50)  # the user's
+    assert (cfg.sampler.n_samples, cfg.sampler.start_step, cfg.sampler.consistency) == (16, 174, "wiener")  # preset's
+    assert compose_config("separate", ["sampler.n_samples=2"]).sampler.n_samples == 2
+    published = compose_config("separate", ["preset=published"])
+    assert dict(published.priors) == {"speech": "speech", "sound": "sound"}
+    assert (published.sampler.steps, published.sampler.n_samples, published.sampler.start_step) == (200, 1, None)
+
+
+def test_preset_auto_leaves_the_sampler_alone_when_every_role_has_its_checkpoint():
+    """One's own priors (here the tiny ones) get the configured sampler, not the bundled priors' settings."""
+    cfg = compose_config("separate", ["priors.speech=tiny_speech", "priors.sound=tiny_sound"])
+    assert cfg.preset.name == "published" and cfg.sampler.n_samples == 1 and cfg.sampler.steps == 200
+    given = compose_config("separate", ["checkpoints.speech=tests/data/tiny_speech.pt",
+                                        "checkpoints.sound=tests/data/tiny_sound.pt"])
+    assert given.preset.name == "published"
+
+
+@needs_no_published
+def test_a_pure_noise_start_below_the_last_step_is_refused_with_the_fix():
+    cfg = compose_config("separate", ["sampler.init=noise"])  # the bundled preset starts at step 174
+    with pytest.raises(UnasdiffError, match=r"sampler.init=noise .* sampler.start_step=174: set sampler.start_step=null"):
+        Separator(cfg)
+    assert compose_config("separate", ["sampler.init=noise", "sampler.start_step=null"]).sampler.start_step is None
+
+
+@needs_no_published
+def test_the_sampler_the_user_names_is_the_one_that_runs_and_the_json_says_so(tmp_path, capsys):
     mix = _write(tmp_path / "mix.wav", channels=1)
-    cfg = compose_config("separate", TINY_SEPARATE + [
-        f"mixture={mix}", f"output_dir={tmp_path / 'out'}", "priors.speech=speech", "fallback_priors.speech=tiny_speech",
-        "fallback_sampler.steps=2", "fallback_sampler.n_samples=1"])
-    with caplog.at_level("WARNING"):
-        assert run(cfg) == 0
-    assert "no published speech prior" in caplog.text and "using the bundled prior" in caplog.text
-    summary = json.loads((tmp_path / "out" / "separation.json").read_text())
-    assert summary["priors"]["speech"]["config"] == "tiny_speech"
+    cfg = compose_config("separate", [f"mixture={mix}", f"output_dir={tmp_path}", "sampler=dps", "sampler.steps=2",
+                                      "sampler.n_samples=1", "progress=false"])
+    assert run(cfg) == 0
+    summary = json.loads((tmp_path / "separation.json").read_text())
+    sampler = summary["config"]["sampler"]
+    assert (sampler["method"], sampler["steps"], sampler["n_samples"]) == ("dps", 2, 1)
+    assert summary["preset"]["name"] == "bundled" and summary["priors"]["speech"]["config"] == "template_speech"
+    out = capsys.readouterr().out
+    assert "preset: bundled (preset=auto:" in out and "sampler: dps, 2 steps from step 174" in out
 
 
 def test_true_sources_are_scored_and_drawn(tmp_path, capsys):
@@ -139,14 +178,14 @@ def test_true_sources_must_match_the_mixture(tmp_path):
 
 def test_no_arguments_separate_the_bundled_example_with_the_bundled_priors(tmp_path, capsys):
     """What a newcomer runs first (here with 2 steps): no published priors in checkpoints/speech|sound."""
-    cfg = compose_config("separate", [f"output_dir={tmp_path}", "fallback_sampler.steps=2", "progress=false"])
-    if (REPO / "checkpoints" / "speech" / "speech_source.pt").exists():
-        pytest.skip("published priors are installed here: the fallback is not exercised")
+    cfg = compose_config("separate", [f"output_dir={tmp_path}", "sampler.steps=2", "progress=false"])
+    if PUBLISHED_IN_PLACE:
+        pytest.skip("published priors are installed here: the bundled preset is not exercised")
     assert run(cfg) == 0
     out = capsys.readouterr().out
     assert "separating the bundled example examples/speech_sound/mixture.wav" in out
-    assert ("sampler for the bundled priors: hybrid, 2 steps from step 174, mixture noised to step 174, mean of 16 "
-            "sample(s), consistency wiener") in out
+    assert ("sampler: hybrid, 2 steps from step 174, the mixture noised to step 174, mean of 16 sample(s), "
+            "consistency wiener") in out
     assert "speech prior: template_speech" in out and "sound prior: template_sound" in out
     summary = json.loads((tmp_path / "separation.json").read_text())
     assert summary["sources"] == ["speech", "sound"] and len(summary["scores"]["si_sdri"]) == 2

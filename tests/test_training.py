@@ -15,7 +15,8 @@ from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree
 from unasdiff.errors import UnasdiffError
 from unasdiff.models import load_prior
 from unasdiff.models.checkpoint import export_prior, read_state_dict
-from unasdiff.separate import load_priors, run as separate_run
+from unasdiff.pipeline import load_priors
+from unasdiff.separate import run as separate_run
 from unasdiff.training import diffusion_inputs, ema_decay_at, train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -73,6 +73,14 @@ def initial_state(mixture: torch.Tensor, num_sources: int, init: str, schedule: 
     raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
 
 
+def check_start(init: str, start_step: int | None, num_train_steps: int) -> None:
+    """Refuse a pure-noise start at a step below the last: N(0, I) is the state of the last step only."""
+    if init == "noise" and start_step is not None and start_step != num_train_steps - 1:
+        raise UnasdiffError(f"sampler.init=noise starts from N(0, I), the state of the last step "
+                            f"({num_train_steps - 1}), but sampler.start_step={start_step}: set "
+                            f"sampler.start_step=null, or sampler.init=mixture to start from the noised mixture")
+
+
 def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
@@ -83,6 +91,7 @@ def sample(priors: SourcePriors, mixture: torch.Tensor, schedule: DiffusionSched
            progress: bool = False, on_step: Callable[[int, StepResult], None] | None = None) -> torch.Tensor:
     """Run the reverse process from `start_step` (default: the last step, as the reference does,
     whatever `init_step` the mixture was noised to) down to step 0. mixture [B, L] -> [B, K, L]."""
+    check_start(init, start_step, schedule.num_train_steps)
     first = len(schedule) - 1 if start_step is None else schedule.position_of_step(start_step)
     x = initial_state(mixture, len(priors), init, schedule, init_step, generator)
     for position in tqdm(range(first, -1, -1), desc="separating", unit="step", disable=not progress, leave=False):
