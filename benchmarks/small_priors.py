@@ -102,7 +102,6 @@ def fit_id(configs: dict) -> str:
                 for role, cfg in configs.items()}
     for role in settings.values():
         del role["data"]["cache_dir"]  # where resampled audio is cached, not what it is
-        role["prior"].pop("measured", None)  # what the README says of the bundled prior, not how one is fitted
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
@@ -173,7 +172,7 @@ def main() -> None:
     parser.add_argument("--task", choices=TASKS, default="speech_sound",
                         help="which sources the recipe's mixtures take (configs/task/)")
     parser.add_argument("--demo", action="store_true", help="the paper's 28 demo mixtures instead")
-    parser.add_argument("--demo-root", default=str(REPO_ROOT.parent / "shared" / "data" / "unasdiff_demo"))
+    parser.add_argument("--demo-root", help="--demo: a clone of the reference repository (or its docs/audios)")
     parser.add_argument("--validation", action="store_true",
                         help="validation mixtures of training-side packages the priors were not fitted on "
                              "(VALIDATION_PACKAGES) instead of held-out ones")
@@ -203,8 +202,9 @@ def main() -> None:
     for name in args.systems:
         cfg = system_config(name, args)
         started = time.perf_counter()
-        table = evaluate(cfg)
-        summary = json.loads((Path(cfg.output_dir) / "summary.json").read_text())
+        folder = evaluate(cfg)
+        table = folder.parent / "table.md"
+        summary = json.loads((folder / "summary.json").read_text())
         scores = summary["scores"]
         rows.append((system_name(name, args), summary["mixtures"], scores["all"]["si_sdri"]["mean"],
                      *(scores.get(f"role:{r}", {}).get("si_sdri", {}).get("mean", float("nan")) for r in ("speech", "sound")),

@@ -17,7 +17,12 @@ from unasdiff.errors import run_or_exit
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from unasdiff.config import resolve_preset
     from unasdiff.evaluate import run
+
+    cfg = run_or_exit(resolve_preset, cfg, "evaluate", HydraConfig.get().overrides.task)
 
     run_or_exit(run, cfg)
 

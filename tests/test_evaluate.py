@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import compose_config, make_fsd_tree, make_vctk_tree
+from helpers import compose_config, make_fsd_tree, make_vctk_tree, system_folder
 from unasdiff.audio import load_audio, rms_dbfs
 from unasdiff.data.crops import ResampledCache
 from unasdiff.data.mixtures import SourcePools, make_manifest, render, write_manifest
@@ -80,10 +80,10 @@ def _rows(path):
 def test_make_manifest_evaluate_resume_and_the_same_csv(corpora, tmp_path):
     common = ["task=speech_sound", "n_mixtures=3"]
     _evaluate(corpora, tmp_path / "whole", *common, "make_manifest=true")
-    whole = tmp_path / "whole" / "speech_sound" / "hybrid-mixture-2steps-1x"
+    whole = system_folder(tmp_path / "whole", "speech_sound", "hybrid-mixture-2steps-1x")
     # a run stopped after one mixture, then resumed, its file begun by a version without the leakage columns
     _evaluate(corpora, tmp_path / "parts", *common, "make_manifest=true", "max_mixtures=1")
-    parts = tmp_path / "parts" / "speech_sound" / "hybrid-mixture-2steps-1x"
+    parts = system_folder(tmp_path / "parts", "speech_sound", "hybrid-mixture-2steps-1x")
     older = [{k: v for k, v in row.items() if "leak" not in k} for row in _rows(parts / "scores.csv")]
     assert len(older) == 1
     with open(parts / "scores.csv", "w", newline="") as f:
@@ -114,9 +114,9 @@ def test_make_manifest_evaluate_resume_and_the_same_csv(corpora, tmp_path):
 
 def test_a_sampler_sweep_builds_one_table(corpora, tmp_path):
     for method in ("hybrid", "undiff"):
-        table = _evaluate(corpora, tmp_path, "task=speech_speech", "n_mixtures=2", f"sampler={method}",
-                          f"make_manifest={method == 'hybrid'}")
-    lines = table.read_text().splitlines()
+        folder = _evaluate(corpora, tmp_path, "task=speech_speech", "n_mixtures=2", f"sampler={method}",
+                           f"make_manifest={method == 'hybrid'}")
+    lines = (folder.parent / "table.md").read_text().splitlines()
     assert len(lines) == 4 and "hybrid-mixture-2steps-1x" in lines[2] and "undiff-mixture-2steps-1x" in lines[3]
 
 
@@ -182,8 +182,8 @@ def test_two_processes_split_the_manifest_and_merge(corpora, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    system = "speech_speech/hybrid-mixture-2steps-1x/scores.csv"
-    assert _rows(tmp_path / "two" / system) == _rows(tmp_path / "one" / system)
+    one, two = (system_folder(tmp_path / run, "speech_speech", "hybrid-mixture-2steps-1x") for run in ("one", "two"))
+    assert one.name == two.name and _rows(two / "scores.csv") == _rows(one / "scores.csv")
 
 
 @pytest.mark.skipif(not DEMO.is_dir(), reason="shared/data/unasdiff_demo is not beside the repository")
@@ -216,14 +216,14 @@ def test_held_out_folders_and_an_unconditional_sound_prior(tmp_path):
     for entry in manifest["mixtures"]:
         speech, sound = entry["sources"]
         assert speech["path"] in ("p227/clip.wav", "p351/clip.wav") and sound["label"] in ("Bark", "Meow")
-    with open(results / "speech_sound" / "hybrid-mixture-2steps-1x" / "scores.csv") as f:
+    with open(system_folder(results, "speech_sound", "hybrid-mixture-2steps-1x") / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(row["labels"] == "- -" for row in rows)  # no label for a one-class prior
     # two sounds under one one-class prior are interchangeable: scored in the order that fits the true sources
     run(compose_config("evaluate", TINY + [
         f"results_root={results}", "task=sound_sound", "n_mixtures=2", "make_manifest=true",
         f"data.speech_folder={tmp_path / 'speech'}", f"data.sound_folder={tmp_path / 'sound'}", "priors.sound=tiny_speech"]))
-    system = results / "sound_sound" / "hybrid-mixture-2steps-1x"
+    system = system_folder(results, "sound_sound", "hybrid-mixture-2steps-1x")
     for row in _rows(system / "scores.csv"):
         wavs = system / "wavs" / row["id"]
         truth = torch.stack([load_audio(wavs / f"true_{k}.wav", 16000)[0] for k in range(2)])
@@ -232,3 +232,54 @@ def test_held_out_folders_and_an_unconditional_sound_prior(tmp_path):
         assert float(row["mean_si_sdr"]) == pytest.approx(best.item(), abs=1e-3)
     with pytest.raises(UnasdiffError, match="no <group>/<audio files> folders under"):
         SourcePools(speech_folder=tmp_path / "sound" / "Bark")  # clips, but no group folders
+
+
+def test_runs_that_differ_in_one_score_changing_setting_never_share_scores(corpora, tmp_path):
+    base = ["task=speech_sound", "n_mixtures=1", "write_wavs=0"]
+    first = _evaluate(corpora, tmp_path, *base, "make_manifest=true")
+    assert json.loads((first / "settings.json").read_text())["sampler"]["consistency"] == "none"
+    consistent = _evaluate(corpora, tmp_path, *base, "sampler.consistency=wiener")
+    # the same file name, other weights: a newly trained checkpoint in the place of the old one
+    retrained = tmp_path / "retrained" / "tiny_sound.pt"
+    retrained.parent.mkdir()
+    payload = torch.load(REPO / "tests/data/tiny_sound.pt", weights_only=True)
+    payload["ema"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in payload["ema"].items()}
+    torch.save(payload, retrained)
+    other_weights = _evaluate(corpora, tmp_path, *base, f"checkpoints.sound={retrained}")
+    again = _evaluate(corpora, tmp_path, *base)
+    assert len({first, consistent, other_weights}) == 3 and again == first
+    assert all(p.name.startswith("hybrid-mixture-2steps-1x-") for p in (first, consistent, other_weights))
+    assert _rows(consistent / "scores.csv") != _rows(first / "scores.csv")
+    # a folder named by hand that holds another setting's scores is refused, naming what differs
+    with pytest.raises(UnasdiffError, match=r"holds scores of other settings \(differing: sampler.consistency\)"):
+        _evaluate(corpora, tmp_path, *base, "sampler.consistency=equal", f"output_dir={first}")
+    with pytest.raises(UnasdiffError, match=r"differing: priors.sound.checkpoint, priors.sound.sha256"):
+        _evaluate(corpora, tmp_path, *base, f"checkpoints.sound={retrained}", f"output_dir={first}")
+    (first / "settings.json").unlink()  # scores of unknown settings
+    with pytest.raises(UnasdiffError, match="holds scores but no settings.json"):
+        _evaluate(corpora, tmp_path, *base, f"output_dir={first}")
+
+
+def test_the_demo_set_is_read_from_a_clone_of_the_reference_repository(tmp_path):
+    """task=demo demo_root=<clone>: the reference repository's docs/audios/<task>/<nn>/ layout."""
+    import soundfile as sf
+    from helpers import tone_bursts
+
+    clone = tmp_path / "unasdiff-reference"
+    for task, k in (("01_1speech_1sound", 2), ("03_2sound", 2)):
+        mix_dir = clone / "docs" / "audios" / task / "01"
+        mix_dir.mkdir(parents=True)
+        sources = [tone_bursts(1.0, 16000, i + 3 * k) * 0.1 for i in range(k)]
+        for i, wave in enumerate(sources):
+            sf.write(mix_dir / f"real_{i}.wav", wave, 16000)
+            sf.write(mix_dir / f"sepa_{i}.wav", wave + 0.01 * sources[1 - i], 16000)
+        sf.write(mix_dir / "mix.wav", sum(sources), 16000)
+    (clone / "docs" / "audios" / ".DS_Store").write_bytes(b"\0")  # the clone has these; they are not tasks
+    folder = run(compose_config("evaluate", TINY + [f"results_root={tmp_path / 'results'}", "task=demo",
+                                                    f"demo_root={clone}"]))
+    rows = _rows(folder / "scores.csv")
+    assert [r["id"] for r in rows] == ["01_1speech_1sound-01", "03_2sound-01"]
+    table = (folder.parent / "table.md").read_text()
+    assert "reference (published outputs)" in table
+    with pytest.raises(UnasdiffError, match=r"task=demo needs demo_root=PATH: a clone of the reference repository"):
+        run(compose_config("evaluate", TINY + [f"results_root={tmp_path / 'results'}", "task=demo"]))

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from hydra.errors import ConfigCompositionException
 
-from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree, tone_bursts
+from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree, system_folder, tone_bursts
 from unasdiff.errors import UnasdiffError
 from unasdiff.separate import run
 
@@ -97,7 +97,8 @@ def test_evaluation_killed_half_way_resumes_to_the_same_csv(tmp_path):
     (tmp_path / "killed" / "speech_speech").mkdir(parents=True)
     (tmp_path / "killed" / "speech_speech" / "manifest.json").write_bytes(
         (tmp_path / "whole" / "speech_speech" / "manifest.json").read_bytes())
-    scores = tmp_path / "killed" / "speech_speech" / "hybrid-mixture-2steps-1x" / "scores.csv"
+    whole = system_folder(tmp_path / "whole", "speech_speech", "hybrid-mixture-2steps-1x")
+    scores = tmp_path / "killed" / "speech_speech" / whole.name / "scores.csv"  # the same settings: the same folder
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args,
                              f"results_root={tmp_path / 'killed'}", f"hydra.run.dir={tmp_path / 'h'}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -113,7 +114,7 @@ def test_evaluation_killed_half_way_resumes_to_the_same_csv(tmp_path):
     def rows(path):
         with open(path, newline="") as f:
             return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
-    assert rows(scores) == rows(tmp_path / "whole" / "speech_speech" / "hybrid-mixture-2steps-1x" / "scores.csv")
+    assert rows(scores) == rows(whole / "scores.csv")
 
 
 @pytest.mark.parametrize("script,setting", [("separate.py", "output_dir"), ("evaluate.py", "results_root"),

@@ -10,6 +10,7 @@ them, so a Hydra multirun over samplers yields the ablation table.
 """
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -24,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from .audio import write_audio
-from .config import REPO_ROOT
 from .data.crops import ResampledCache
 from .data.labels import label_index
 from .data.mixtures import (SourcePools, demo_manifest, make_manifest, missing_files, read_file, read_manifest, render,
@@ -32,18 +32,27 @@ from .data.mixtures import (SourcePools, demo_manifest, make_manifest, missing_f
 from .errors import UnasdiffError
 from .files import atomic_path, writable_folder, write_text
 from .metrics import permute_sources, score_sources
-from .runtime import start_processes, tune_cpu_allocator
-from .separate import (arbitrary_order, is_unconditional, load_priors, resolve_auto_labels, separate_waveform,
-                       working_gain)
+from .runtime import start_processes
+from .pipeline import Separator
 
 log = logging.getLogger(__name__)
 METRICS = ("si_sdr", "si_sdri", "sdr", "leak")  # leak: dB of the other sources' own bins (metrics.leakage)
 
 
 def corpus_roots(cfg: DictConfig) -> dict:
-    demo = Path(cfg.demo_root).expanduser()
-    return {"speech": cfg.data.speech_folder or cfg.data.vctk_root, "sound": cfg.data.sound_folder or cfg.data.fsd_root,
-            "files": demo if demo.is_absolute() else REPO_ROOT / demo}
+    roots = {"speech": cfg.data.speech_folder or cfg.data.vctk_root, "sound": cfg.data.sound_folder or cfg.data.fsd_root}
+    if cfg.task.name == "demo":
+        roots["files"] = demo_folder(cfg.demo_root)
+    return roots
+
+
+def demo_folder(demo_root) -> Path:
+    """The demo mixtures' folder: docs/audios of a clone of the reference repository, or that folder itself."""
+    if not demo_root:
+        raise UnasdiffError("task=demo needs demo_root=PATH: a clone of the reference repository "
+                            "(git clone https://github.com/RunwuShi/unasdiff) or its docs/audios folder")
+    root = Path(demo_root).expanduser()
+    return root / "docs" / "audios" if (root / "docs" / "audios").is_dir() else root
 
 
 def obtain_manifest(cfg: DictConfig, roots: dict, is_main: bool) -> dict:
@@ -125,9 +134,10 @@ def append_row(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device, given_labels: bool):
+def evaluate_mixture(entry: dict, separator: Separator, roots, cache, given_labels: bool):
     """Separate and score one manifest entry -> (CSV row, mixture, truth, estimate)."""
     started = time.perf_counter()
+    cfg, priors, device = separator.cfg, separator.priors, separator.device
     mixture, truth = render(entry, roots, cfg.sample_rate, entry.get("seconds", cfg.recipe.seconds), cache)
     mixture, truth = mixture.to(device), truth.to(device)
     roles = [src["role"] for src in entry["sources"]]
@@ -135,18 +145,15 @@ def evaluate_mixture(entry: dict, cfg: DictConfig, priors, roots, cache, device,
     for role, src in zip(roles, entry["sources"]):
         if priors[role].role_class is not None:  # a prior of several roles: the role is its label
             labels.append(priors[role].role_class)
-        elif role != "sound" or is_unconditional(priors[role]):
+        elif role != "sound" or priors[role].unconditional:
             labels.append(None)
         elif given_labels and src.get("label") is not None:
             labels.append(label_index(src["label"], priors[role].classes, priors[role].net.num_classes))
         else:
             labels.append("auto")
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    gain = working_gain(mixture, cfg.level, len(roles))
-    labels, _ = resolve_auto_labels(cfg, roles, priors, labels, gain * mixture, generator)
+    estimate, labels, _, _, _ = separator.separate_mixture(mixture, roles, labels)
     auto = not given_labels or any(src.get("label") is None and src["role"] == "sound" for src in entry["sources"])
-    permutation_invariant = arbitrary_order(bool(entry.get("permutation_invariant")), auto, roles, labels, priors)
-    estimate = separate_waveform(gain * mixture, roles, labels, cfg, priors, generator) / gain
+    permutation_invariant = separator.arbitrary_order(bool(entry.get("permutation_invariant")), auto, roles, labels)
     metrics, order = score_sources(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant)
     row = {"id": entry["id"], "group": entry.get("group", cfg.task.name), "roles": " ".join(roles),
            "labels": " ".join("-" if lab is None else str(lab) for lab in labels),
@@ -224,27 +231,86 @@ def score_reference_outputs(manifest: dict, roots: dict, cfg: DictConfig, task_d
     write_summary(out, "reference (published outputs)", rows, {"note": "sepa_*.wav of the demo set, best permutation"})
 
 
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def scoring_settings(cfg: DictConfig, separator: Separator, manifest: dict) -> dict:
+    """Everything that changes a system's scores: the test set, the priors (config and checkpoint content),
+    the sampler with every rule constant, labels, level, windows, the classifier, the seed and the device
+    type (CPU and GPU draw different noise). Two runs share a results folder only if these are equal."""
+    mixtures = json.dumps(manifest["mixtures"], sort_keys=True).encode()
+    return {
+        "task": cfg.task.name, "test_set": hashlib.sha256(mixtures).hexdigest(),
+        "priors": {role: {"config": OmegaConf.to_container(p.config, resolve=True), "checkpoint": str(p.checkpoint),
+                          "sha256": file_digest(p.checkpoint)} for role, p in sorted(separator.priors.items())},
+        **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("sampler", "level", "window", "auto_label")},
+        "labels": cfg.labels, "seed": cfg.seed, "sample_rate": cfg.sample_rate, "device": separator.device.type,
+    }
+
+
+def settings_id(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def differences(old, new, prefix="") -> list[str]:
+    """The dotted keys whose values differ between two nested settings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new))
+                for d in differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def claim_folder(out_dir: Path, settings: dict) -> None:
+    """Record the settings in out_dir/settings.json, or check that the folder's scores are of these settings:
+    a folder with other settings, or with scores and no record of theirs, is refused (never reused silently)."""
+    record = out_dir / "settings.json"
+    if record.is_file():
+        stored = json.loads(record.read_text())
+        if stored != settings:
+            changed = differences(stored, settings)
+            raise UnasdiffError(f"{out_dir} holds scores of other settings (differing: {', '.join(changed[:4])}"
+                                f"{' ...' if len(changed) > 4 else ''}): leave output_dir unset (each set of settings "
+                                f"gets its own folder) or name a new one")
+        return
+    if (out_dir / "scores.csv").is_file() or list(out_dir.glob("scores.rank*.csv")):
+        raise UnasdiffError(f"{out_dir} holds scores but no settings.json saying what they are of: move it away, "
+                            f"or name a new output_dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(record, json.dumps(settings, indent=1, sort_keys=True))
+
+
 def run(cfg: DictConfig) -> Path:
-    """Evaluate one system on one manifest; returns results/<task>/table.md."""
+    """Evaluate one system on one manifest; returns its results folder (results/<task>/<system>-<settings id>/,
+    beside results/<task>/table.md)."""
     proc = start_processes(cfg.device)
-    if proc.device.type == "cpu":
-        tune_cpu_allocator()
     if proc.is_main:
-        writable_folder(cfg.output_dir, "results_root (or output_dir)")
+        writable_folder(cfg.results_root if cfg.output_dir is None else cfg.output_dir, "results_root (or output_dir)")
     roots = corpus_roots(cfg)
     manifest = obtain_manifest(cfg, roots, proc.is_main)
+    if cfg.labels not in ("given", "auto"):
+        raise UnasdiffError(f"labels must be given or auto for evaluation, not {cfg.labels!r}")
+    roles = sorted({src["role"] for entry in manifest["mixtures"] for src in entry["sources"]})
+    separator = Separator(cfg, roles)
+    settings = scoring_settings(cfg, separator, manifest)  # of the whole test set: max_mixtures only stops early
+    system = f"{cfg.system}-{settings_id(settings)}"
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.results_root) / cfg.task.name / system
+    task_dir = out_dir.parent
     if cfg.max_mixtures is not None:
         manifest = {**manifest, "mixtures": manifest["mixtures"][:cfg.max_mixtures]}
     missing = missing_files(manifest, roots)
     if missing:
         raise UnasdiffError(f"the manifest names {len(missing)} missing file(s): {', '.join(missing[:3])}"
                             f"{' ...' if len(missing) > 3 else ''} (check data.vctk_root / data.fsd_root / demo_root)")
-    if cfg.labels not in ("given", "auto"):
-        raise UnasdiffError(f"labels must be given or auto for evaluation, not {cfg.labels!r}")
-    roles = sorted({src["role"] for entry in manifest["mixtures"] for src in entry["sources"]})
-    priors = load_priors(cfg, roles, proc.device)
-    out_dir, task_dir = Path(cfg.output_dir), Path(cfg.output_dir).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if proc.is_main:
+        claim_folder(out_dir, settings)
+        print(f"results: {out_dir}")
+    if proc.world > 1:
+        dist.barrier()
     part = out_dir / (f"scores.rank{proc.rank}.csv" if proc.world > 1 else "scores.csv")
     finished = done_ids(part)
     if finished and proc.is_main:
@@ -254,8 +320,7 @@ def run(cfg: DictConfig) -> Path:
     for index, entry in enumerate(tqdm(mine, desc="mixtures", disable=not (cfg.progress and proc.is_main))):
         if entry["id"] in finished:
             continue
-        row, mixture, truth, estimate = evaluate_mixture(entry, cfg, priors, roots, cache, proc.device,
-                                                         cfg.labels == "given")
+        row, mixture, truth, estimate = evaluate_mixture(entry, separator, roots, cache, cfg.labels == "given")
         append_row(part, row)
         if index * proc.world + proc.rank < cfg.write_wavs:
             folder = out_dir / "wavs" / entry["id"]
@@ -265,18 +330,16 @@ def run(cfg: DictConfig) -> Path:
                 write_audio(folder / f"separated_{k}.wav", estimate[k], cfg.sample_rate, "float")
     if proc.world > 1:
         dist.barrier()
-    table = task_dir / "table.md"
     if proc.is_main:
         rows = merged_rows(out_dir, proc.world, manifest)
-        write_summary(out_dir, cfg.system, rows, {"manifest": str(cfg.manifest) if cfg.task.name != "demo" else "demo",
-                                                  "config": OmegaConf.to_container(cfg, resolve=True)})
+        write_summary(out_dir, system, rows, {"manifest": str(cfg.manifest) if cfg.task.name != "demo" else "demo",
+                                              "config": OmegaConf.to_container(cfg, resolve=True)})
         if cfg.task.name == "demo" and cfg.score_reference:
             score_reference_outputs(manifest, roots, cfg, task_dir)
-        table = write_table(task_dir)
-        print(table.read_text())
+        print(write_table(task_dir).read_text())
     if proc.world > 1:
         dist.destroy_process_group()
-    return table
+    return out_dir
 
 
 def merged_rows(out_dir: Path, world: int, manifest: dict) -> list[dict]:

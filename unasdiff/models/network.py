@@ -1,7 +1,8 @@
 """The TF-domain triple-path self-attention U-Net that predicts the diffusion noise of a waveform.
 
 waveform [B, L] -> STFT -> (real, imag) -> U-Net of U-DiT blocks conditioned on (time, label)
--> (real, imag) -> iSTFT -> eps [B, L]. See shared/reference/ARCHITECTURE.md for the operation list.
+-> (real, imag) -> iSTFT -> eps [B, L], operation for operation as the reference implementation
+(https://github.com/RunwuShi/unasdiff), so that the published checkpoints load and match.
 """
 
 from contextlib import nullcontext
