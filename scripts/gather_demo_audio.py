@@ -1,7 +1,7 @@
 """Gather the audio the bundled demo priors are trained and tested on (issue 6), without any dataset download.
 
-    python scripts/gather_demo_audio.py                 # -> data/demo/
-    python scripts/gather_demo_audio.py --debs DIR      # use .deb files already downloaded into DIR
+    python scripts/gather_demo_audio.py --reference PATH      # -> data/demo/ (PATH: a clone of the reference)
+    python scripts/gather_demo_audio.py --debs DIR ...        # use .deb files already downloaded into DIR
 
 Training audio comes from Debian 12 packages (fetched with `apt-get download`, unpacked with `dpkg-deb -x`,
 nothing installed):
@@ -14,9 +14,16 @@ nothing installed):
           the acoustic drum kits of Hydrogen, the sampled acoustic instruments of the FluidR3 General
           MIDI soundfont (fluid-soundfont-gm, read out of its SF2 file), and the recorded effects of
           LinCity-NG, SuperTuxKart and Widelands (industry, traffic, engines, crafts, animals).
-Held-out test audio, never used for training, comes from ../shared/data (the reference repository's
-clips): the VCTK utterances as heldout/speech/<speaker>/ and the FSDKaggle2018 test clips as
-heldout/sound/<class>/, the layout `scripts/evaluate.py data.speech_folder=... data.sound_folder=...` reads.
+Held-out test audio, never used for training, comes from a clone of the reference repository
+(`git clone https://github.com/RunwuShi/unasdiff`): its VCTK utterances (audio_samples/speech) as
+heldout/speech/<speaker>/, the true speech of its demo mixtures (docs/audios) as heldout/speech/demo-*/, and its
+FSDKaggle2018 test clips (audio_samples/sound) as heldout/sound/<class>/, the layout
+`scripts/evaluate.py data.speech_folder=... data.sound_folder=...` reads. Without --reference only the training
+audio is gathered.
+
+Everything needed is checked before anything is downloaded. A rerun resumes: packages already converted
+(listed in <out>/train/.done/) are kept, a package cut off half-way is converted again, and the held-out clips
+and SOURCES.md are written anew.
 
 Every training clip is written as 16 kHz mono 16-bit wav under <out>/train/<role>/<package>/, clips
 outside [min, max] seconds or silent are left out, and <out>/SOURCES.md lists packages, versions,
@@ -24,6 +31,7 @@ licences (their Debian copyright files are copied next to it) and how much audio
 """
 
 import argparse
+import json
 import logging
 import struct
 import shutil
@@ -41,6 +49,7 @@ from tqdm import tqdm  # noqa: E402
 from unasdiff.audio import AUDIO_SUFFIXES, is_silent, load_audio, write_audio  # noqa: E402
 from unasdiff.config import REPO_ROOT  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
+from unasdiff.files import write_text  # noqa: E402
 
 log = logging.getLogger("gather_demo_audio")
 SAMPLE_RATE = 16000
@@ -246,30 +255,32 @@ def gather_package(package: str, deb: Path, out: Path, seconds: tuple[float, flo
     return totals
 
 
-def gather_heldout(shared: Path, out: Path) -> dict:
-    """The shared VCTK and FSDKaggle2018 clips as <out>/heldout/<role>/<speaker or class>/<file>."""
+def reference_folders(reference: Path) -> tuple[Path, Path]:
+    """(audio_samples, docs/audios) of a clone of the reference repository, checked."""
+    samples, demo = reference / "audio_samples", reference / "docs" / "audios"
+    for folder in (samples / "speech", samples / "sound", demo):
+        if not folder.is_dir():
+            raise UnasdiffError(f"{folder} not found: --reference must be a clone of the reference repository "
+                                f"(git clone https://github.com/RunwuShi/unasdiff)")
+    return samples, demo
+
+
+def gather_heldout(reference: Path, out: Path) -> dict:
+    """The reference repository's VCTK and FSDKaggle2018 clips as <out>/heldout/<role>/<speaker or class>/<file>."""
+    samples, demo = reference_folders(reference)
+    if (out / "heldout").exists():
+        shutil.rmtree(out / "heldout")
     counts = {"speech": 0, "sound": 0}
-    samples = shared / "unasdiff_audio_samples"
-    if not samples.is_dir():
-        raise UnasdiffError(f"no held-out clips at {samples}; pass --shared <folder with unasdiff_audio_samples>")
-    for flac in sorted((samples / "speech").rglob("*.flac")):
-        speaker = flac.name.split("_")[0]  # p227_001_mic1.flac
-        target = out / "heldout" / "speech" / speaker / flac.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(flac, target)
-        counts["speech"] += 1
+    copies = [(flac, ("speech", flac.name.split("_")[0])) for flac in sorted((samples / "speech").rglob("*.flac"))]
     # the true speech sources of the paper's demo mixtures (VCTK test speakers; the speaker is not named)
-    for wav in sorted((shared / "unasdiff_demo").glob("*speech*/*/real_0.wav")):
-        mixture = wav.parent
-        target = out / "heldout" / "speech" / f"demo-{mixture.parent.name}-{mixture.name}" / wav.name
+    copies += [(wav, ("speech", f"demo-{wav.parent.parent.name}-{wav.parent.name}"))
+               for wav in sorted(demo.glob("*speech*/*/real_0.wav"))]
+    copies += [(wav, ("sound", wav.parent.name)) for wav in sorted((samples / "sound").glob("*/*.wav"))]
+    for source, (role, group) in copies:
+        target = out / "heldout" / role / group / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(wav, target)
-        counts["speech"] += 1
-    for wav in sorted((samples / "sound").glob("*/*.wav")):
-        target = out / "heldout" / "sound" / wav.parent.name / wav.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(wav, target)
-        counts["sound"] += 1
+        shutil.copyfile(source, target)
+        counts[role] += 1
     return counts
 
 
@@ -286,34 +297,62 @@ def write_sources(out: Path, debs: dict, totals: dict, heldout: dict) -> None:
     for package, deb in debs.items():
         for role, (clips, seconds) in sorted(totals.get(package, {}).items()):
             lines.append(f"| {package} | {package_version(deb)} | {role} | {clips} | {seconds / 60:.1f} |")
-    lines += ["", f"Held out: {heldout['speech']} VCTK speech clips, {heldout['sound']} FSDKaggle2018 test clips.", ""]
+    if heldout:
+        lines += ["", f"Held out: {heldout['speech']} VCTK speech clips, {heldout['sound']} FSDKaggle2018 test clips.",
+                  ""]
     (out / "SOURCES.md").write_text("\n".join(lines))
+
+
+def check_tools(debs: Path, packages) -> None:
+    """Refuse at once what would stop the run later: a missing tool, or .deb files neither there nor fetchable."""
+    if not shutil.which("dpkg-deb"):
+        raise UnasdiffError("dpkg-deb not found: it unpacks the Debian packages (apt-get install dpkg)")
+    missing = [p for p in packages if not list(debs.glob(f"{p}_*.deb"))]
+    if missing and not shutil.which("apt-get"):
+        raise UnasdiffError(f"apt-get not found: download the .deb files of {', '.join(missing)} into {debs} and "
+                            f"pass --debs {debs}")
+
+
+def gather_train(package: str, deb: Path, out: Path, seconds: tuple[float, float], licences: Path) -> dict:
+    """One package's clips, or the totals of an earlier run that converted it completely (<out>/train/.done/)."""
+    done = out / "train" / ".done" / f"{package}.json"
+    if done.is_file():
+        return {role: tuple(total) for role, total in json.loads(done.read_text()).items()}
+    for role in ("speech", "sound"):  # a package cut off half-way is converted again from the start
+        if (out / "train" / role / package).exists():
+            shutil.rmtree(out / "train" / role / package)
+    totals = gather_package(package, deb, out, seconds, licences)
+    write_text(done, json.dumps(totals))
+    return totals
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "demo")
     parser.add_argument("--debs", type=Path, default=Path.home() / ".cache" / "unasdiff" / "debs")
-    parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--reference", type=Path,
+                        help="a clone of the reference repository, for the held-out clips (audio_samples, docs/audios)")
     parser.add_argument("--min-seconds", type=float, default=0.3)
     parser.add_argument("--max-seconds", type=float, default=30.0, help="longer files are music or ambiences")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("unasdiff.audio").setLevel(logging.WARNING)  # every clip is down-mixed and resampled
-    if (args.out / "train").exists():
-        raise UnasdiffError(f"{args.out / 'train'} exists: remove it to gather again")
+    if args.reference:
+        reference_folders(args.reference)
+    check_tools(args.debs, PACKAGES)
+    args.out.mkdir(parents=True, exist_ok=True)
     debs = fetch_debs(PACKAGES, args.debs)
     licences = args.out / "licences"
     licences.mkdir(parents=True, exist_ok=True)
-    totals = {p: gather_package(p, deb, args.out, (args.min_seconds, args.max_seconds), licences)
+    totals = {p: gather_train(p, deb, args.out, (args.min_seconds, args.max_seconds), licences)
               for p, deb in debs.items()}
-    heldout = gather_heldout(args.shared, args.out)
+    heldout = gather_heldout(args.reference, args.out) if args.reference else None
     write_sources(args.out, debs, totals, heldout)
     for role in ("speech", "sound"):
         clips = sum(t[role][0] for t in totals.values() if role in t)
         minutes = sum(t[role][1] for t in totals.values() if role in t) / 60
-        print(f"{role}: {clips} training clips ({minutes:.1f} min) in {args.out / 'train' / role}, "
-              f"{heldout[role]} held-out clips in {args.out / 'heldout' / role}")
+        held = f", {heldout[role]} held-out clips in {args.out / 'heldout' / role}" if heldout else ""
+        print(f"{role}: {clips} training clips ({minutes:.1f} min) in {args.out / 'train' / role}{held}")
     print(f"origins and licences: {args.out / 'SOURCES.md'}")
 
 

@@ -147,3 +147,53 @@ def test_a_file_that_is_not_a_soundfont_is_refused(tmp_path):
 ])
 def test_each_package_file_gets_its_role(package, path, role):
     assert gather.role_of(package, path) == role
+
+
+def reference_clone(root: Path) -> Path:
+    """The reference repository's layout: audio_samples/{speech,sound} and docs/audios/<task>/<nn>/."""
+    tone = 0.1 * np.sin(np.arange(4800) / 5).astype(np.float32)
+    for path in ("audio_samples/speech/01/p227_001_mic1.flac", "audio_samples/sound/Bark/aa.wav",
+                 "audio_samples/sound/Cello/bb.wav", "docs/audios/01_1speech_1sound/01/real_0.wav",
+                 "docs/audios/03_2sound/01/real_0.wav"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / path, tone, 16000)
+    return root
+
+
+def test_held_out_clips_come_from_a_clone_of_the_reference_and_a_rerun_replaces_them(tmp_path):
+    clone, out = reference_clone(tmp_path / "unasdiff"), tmp_path / "out"
+    for _ in range(2):
+        assert gather.gather_heldout(clone, out) == {"speech": 2, "sound": 2}
+    held = sorted(str(p.relative_to(out)) for p in out.rglob("*.*"))
+    assert held == ["heldout/sound/Bark/aa.wav", "heldout/sound/Cello/bb.wav",
+                    "heldout/speech/demo-01_1speech_1sound-01/real_0.wav", "heldout/speech/p227/p227_001_mic1.flac"]
+
+
+def test_a_wrong_reference_is_refused_before_anything_is_downloaded(tmp_path):
+    import subprocess
+    import sys
+
+    debs = tmp_path / "debs"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--reference", str(tmp_path / "nowhere"), "--debs", str(debs),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--reference must be a clone of the reference repository" in proc.stderr
+    assert not debs.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_rerun_keeps_converted_packages_and_converts_a_cut_off_one_again(tmp_path, monkeypatch):
+    out, converted = tmp_path / "out", []
+
+    def convert(package, deb, out_dir, seconds, licences):
+        converted.append(package)
+        (out_dir / "train" / "sound" / package).mkdir(parents=True, exist_ok=True)
+        return {"sound": (3, 4.5)}
+
+    monkeypatch.setattr(gather, "gather_package", convert)
+    assert gather.gather_train("oxygen-sounds", None, out, (0.3, 30), tmp_path) == {"sound": (3, 4.5)}
+    (out / "train" / "sound" / "gnome-audio" / "left-over.wav").parent.mkdir(parents=True)
+    (out / "train" / "sound" / "gnome-audio" / "left-over.wav").write_bytes(b"")  # cut off: no .done record
+    gather.gather_train("gnome-audio", None, out, (0.3, 30), tmp_path)
+    assert gather.gather_train("oxygen-sounds", None, out, (0.3, 30), tmp_path) == {"sound": (3, 4.5)}
+    assert converted == ["oxygen-sounds", "gnome-audio"]
+    assert not (out / "train" / "sound" / "gnome-audio" / "left-over.wav").exists()
