@@ -4,7 +4,8 @@ other's sources, in seconds.
     python benchmarks/frame_roles.py                      # the bundled template priors, the held-out clips
     python benchmarks/frame_roles.py --speech results/validation120/priors/template_speech-6a8edc.pt \
         --sound results/validation120/priors/template_sound-6a8edc.pt \
-        --audio speech=data/demo/train/speech/klettres-data --audio sound=data/demo/train/sound/tuxpaint-stamps-default \
+        --audio speech=data/demo/train/speech/klettres-data \
+        --audio sound=data/demo/train/sound/tuxpaint-stamps-default \
         --audio sound=data/demo/train/sound/gcompris-qt-data --audio sound=data/demo/train/sound/sonic-pi-samples
         # the validation priors on the validation packages, which they were not fitted on
 
@@ -14,8 +15,8 @@ of x_t whose clean frame is within 40 dB of its crop's loudest is given to the r
 better, p(frame | speech prior) against p(frame | sound prior) at even odds, each frame on its own (a Markov
 prior's shapes taken with their overall weights). The table gives the share of each role's frames given to
 it, and their mean (the balanced accuracy; 50 % is chance). It shows where two priors disagree; it does not
-rank changes to them by how well they will separate (docs/bundled_priors.md, 'Not discriminative training of
-the shapes').
+rank changes to them by how well they will separate (docs/record/bundled_priors_run_log.md, 'Not
+discriminative training of the shapes').
 """
 
 import argparse
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from prior_denoising import SAMPLE_RATE, level_crop  # noqa: E402  (the same crops at the same level)
 
 from unasdiff.audio import AUDIO_SUFFIXES  # noqa: E402
 from unasdiff.config import REPO_ROOT  # noqa: E402
@@ -33,8 +35,6 @@ from unasdiff.diffusion import DiffusionSchedule  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.models import SpectralTemplatePrior, load_prior  # noqa: E402
 from unasdiff.template_fitting import frame_powers  # noqa: E402
-
-from prior_denoising import SAMPLE_RATE, level_crop  # noqa: E402  (the same crops at the same level)
 
 ROLES = ("speech", "sound")
 FRAME_RANGE_DB = 40.0  # frames further below their crop's loudest are near-silent: no role to tell

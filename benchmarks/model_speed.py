@@ -42,7 +42,10 @@ def matmul_peak_gflops(device, dtype=torch.float32, n=2048, repeats=10) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def measure(mode: str, batch: int, device: str, precision: str, attention: str, repeats: int) -> dict:
+def measure(mode: str, batch: int, device: str, precision: str, attention: str, repeats: int,
+            settings: dict | None = None, seconds: float = SECONDS_OF_AUDIO) -> dict:
+    """Median seconds of `mode` ("forward" or "fwd+bwd") at `batch` inputs of `seconds`, peak memory, GFLOP per
+    source and parameters, for the network of `settings` (default: the published speech prior's)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -52,11 +55,11 @@ def measure(mode: str, batch: int, device: str, precision: str, attention: str, 
     device = torch.device(device)
     if device.type == "cpu":
         tune_cpu_allocator()  # as scripts/ do
-    net = build_network({**_speech_net(), "precision": precision}).to(device)
+    net = build_network({**(settings or _speech_net()), "precision": precision}).to(device)
     for p in net.parameters():  # trained-like non-zero weights (new networks start with zero adaLN)
         torch.nn.init.normal_(p, std=0.02)
     net.eval().requires_grad_(False)
-    x = 0.1 * torch.randn(batch, SECONDS_OF_AUDIO * SAMPLE_RATE, device=device)
+    x = 0.1 * torch.randn(batch, int(seconds * SAMPLE_RATE), device=device)
     t = torch.full((batch,), 500, device=device)
     backends = {"sdpa": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
                 "math-attn": [SDPBackend.MATH]}[attention]
@@ -126,7 +129,8 @@ def main():
     info = rows[0][1]
     print(f"device: {name}; torch {torch.__version__}; fp32 matmul peak {peak:.0f} GFLOP/s (2048^3 sgemm)")
     print(f"parameters: {info['params_m']:.2f} M; {info['gflop_per_source']:.0f} GFLOP per 4 s source (forward)\n")
-    print("| pass | batch | precision | attention | seconds | peak memory MB | x faster than math-attn | forward GFLOP/s (% of matmul peak) |")
+    print("| pass | batch | precision | attention | seconds | peak memory MB | x faster than math-attn "
+          "| forward GFLOP/s (% of matmul peak) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     baseline = {(m, b, p): r["seconds"] for (m, b, p, a), r in rows if a == "math-attn"}
     for (mode, batch, prec, att), r in rows:

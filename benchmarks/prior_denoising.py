@@ -37,7 +37,8 @@ from unasdiff.runtime import tune_cpu_allocator  # noqa: E402
 SAMPLE_RATE = 16000
 LEVEL_DBFS = -22.5
 DEMO_PRIORS = ["network/speech=checkpoints/demo/speech.pt", "network/sound=checkpoints/demo/sound.pt",
-               "template/speech=checkpoints/demo/template_speech.pt", "template/sound=checkpoints/demo/template_sound.pt"]
+               "template/speech=checkpoints/demo/template_speech.pt",
+               "template/sound=checkpoints/demo/template_sound.pt"]
 
 
 def heldout_crops(folder: Path, count: int, seconds: float, seed: int) -> torch.Tensor:
@@ -56,7 +57,8 @@ def level_crop(path: Path, length: int, rng: np.random.Generator) -> torch.Tenso
 
 
 @torch.no_grad()
-def denoising_gain(prior, label, clean: torch.Tensor, schedule: DiffusionSchedule, step: int, seed: int) -> torch.Tensor:
+def denoising_gain(prior, label, clean: torch.Tensor, schedule: DiffusionSchedule, step: int,
+                   seed: int) -> torch.Tensor:
     """[N] dB: error of the one-shot x0 estimate at `step` against the error of the noisy input itself."""
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed + step))
     x_t = schedule.noised(clean, step, noise)
@@ -111,7 +113,8 @@ def main() -> None:
         print("| --- | --- |" + " --- |" * (len(args.steps) + 1))
         for prefix, role, other in pairs:
             margin = np.subtract(gains[prefix + role, role], gains[prefix + other, role])
-            print(f"| {prefix or '-'} | {role} | " + " | ".join(f"{m:+.2f}" for m in margin) + f" | {margin.mean():+.2f} |")
+            cells = " | ".join(f"{m:+.2f}" for m in margin)
+            print(f"| {prefix or '-'} | {role} | {cells} | {margin.mean():+.2f} |")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def main():
     def row(method, steps, batch):
         cmd = [sys.executable, __file__, "--measure", method, "--step-count", str(steps), "--batch", str(batch),
                "--device", args.device, "--seconds", str(args.seconds), "--priors", *args.priors]
-        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     plan = [(m, s, 1) for m in args.methods for s in args.steps] + [(args.methods[0], args.steps[0], args.batch)]
     results = []

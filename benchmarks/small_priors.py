@@ -150,8 +150,8 @@ def system_config(name: str, args) -> DictConfig:
         overrides += ["task=demo", f"demo_root={args.demo_root}", f"max_mixtures={args.mixtures or 'null'}"]
     else:
         manifest = Path(args.results) / args.task / "manifest.json"
-        overrides += [f"task={args.task}", f"n_mixtures={args.manifest_size}", f"max_mixtures={args.mixtures or 'null'}",
-                      f"make_manifest={not manifest.exists()}",
+        overrides += [f"task={args.task}", f"n_mixtures={args.manifest_size}",
+                      f"max_mixtures={args.mixtures or 'null'}", f"make_manifest={not manifest.exists()}",
                       f"data.speech_folder={args.audio / 'speech'}", f"data.sound_folder={args.audio / 'sound'}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="evaluate", overrides=overrides)
@@ -193,8 +193,9 @@ def main() -> None:
     args.checkpoint_id = checkpoint_id([args.speech, args.sound])
     if args.validation:
         if args.priors != "template" and not (args.speech and args.sound):
-            raise UnasdiffError(f"the bundled {args.priors} priors were trained on the validation packages too: pass "
-                                f"--speech and --sound checkpoints trained with data.exclude=[...] (VALIDATION_PACKAGES)")
+            raise UnasdiffError(f"the bundled {args.priors} priors were trained on the validation packages too: "
+                                f"pass --speech and --sound checkpoints trained with data.exclude=[...] "
+                                f"(VALIDATION_PACKAGES)")
         validation_priors(args)
     elif args.fit:
         raise UnasdiffError("--fit applies to the priors fitted for --validation only")
@@ -206,8 +207,9 @@ def main() -> None:
         table = folder.parent / "table.md"
         summary = json.loads((folder / "summary.json").read_text())
         scores = summary["scores"]
-        rows.append((system_name(name, args), summary["mixtures"], scores["all"]["si_sdri"]["mean"],
-                     *(scores.get(f"role:{r}", {}).get("si_sdri", {}).get("mean", float("nan")) for r in ("speech", "sound")),
+        by_role = [scores.get(f"role:{r}", {}).get("si_sdri", {}).get("mean", float("nan"))
+                   for r in ("speech", "sound")]
+        rows.append((system_name(name, args), summary["mixtures"], scores["all"]["si_sdri"]["mean"], *by_role,
                      time.perf_counter() - started))
     where = "the demo mixtures" if args.demo else \
         f"{'validation' if args.validation else 'held-out'} {args.task.replace('_', ' + ')} mixtures"

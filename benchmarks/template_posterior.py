@@ -7,8 +7,9 @@ the exact posterior mean E[s | y] of the two template priors (`posterior_mean_so
 unasdiff/models/templates.py: no diffusion, no sampling), scored like a system, beside the sampler's
 scores from <results>/speech_sound/<SYSTEM>/scores.csv on the same mixtures. It asks whether the sampler
 gets what exact inference with the same priors would: on stationary Gaussian sources (gaussian_oracle.py)
-the samplers come close to the exact posterior mean; with the template priors they differ (docs/record/bundled_priors_run_log.md,
-"Exact inference with the template priors"). Writes <results>/speech_sound/<SYSTEM>/exact_posterior_mean.csv.
+the samplers come close to the exact posterior mean; with the template priors they differ
+(docs/record/bundled_priors_run_log.md, "Exact inference with the template priors").
+Writes <results>/speech_sound/<SYSTEM>/exact_posterior_mean.csv.
 """
 
 import argparse

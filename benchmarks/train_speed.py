@@ -73,7 +73,8 @@ def main():
         tune_cpu_allocator()
         plan = [("tiny", 12, 4.0, "fp32"), ("demo", 4, 4.0, "fp32"), ("demo", 8, 1.0, "fp32"), ("full", 1, 4.0, "fp32")]
     else:
-        plan = [("tiny", 12, 4.0, "bf16"), ("demo", 12, 4.0, "bf16"), ("full", 12, 4.0, "fp32"), ("full", 12, 4.0, "bf16")]
+        plan = [("tiny", 12, 4.0, "bf16"), ("demo", 12, 4.0, "bf16"), ("full", 12, 4.0, "fp32"),
+                ("full", 12, 4.0, "bf16")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; crops at 16 kHz; median of {args.repeats} steps after one warm-up\n")
     print("| network | parameters (M) | batch × crop | precision | seconds per step | steps/s | examples/s |")

@@ -1,6 +1,7 @@
 """Fit a spectral-template prior (the classical baseline every trained prior must beat) to clean audio.
 
-    python scripts/fit_template_prior.py prior=template_speech data.folder_root=my_speech/   # -> runs/templates/template_speech.pt
+    python scripts/fit_template_prior.py prior=template_speech data.folder_root=my_speech/
+        # -> runs/templates/template_speech.pt
     python scripts/fit_template_prior.py experiment=template_sound     # the bundled one (checkpoints/demo/)
 
 Settings: configs/fit_template_prior.yaml (and the prior/, data/, experiment/ groups).

@@ -33,8 +33,8 @@ licences (their Debian copyright files are copied next to it) and how much audio
 import argparse
 import json
 import logging
-import struct
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile

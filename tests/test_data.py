@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import make_fsd_tree, make_vctk_tree
+
 from unasdiff.audio import read_audio, to_mono
-from unasdiff.data.corpora import fsd_clips, folder_clips, vctk_clips
+from unasdiff.data.corpora import folder_clips, fsd_clips, vctk_clips
 from unasdiff.data.crops import CropStream, StreamBatches
 from unasdiff.data.spans import active_spans, span_probabilities
 from unasdiff.errors import UnasdiffError
@@ -59,7 +59,8 @@ def test_make_spans_command_writes_the_manifest_and_reports_silent_clips(tmp_pat
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     entries = json.loads(out.read_text())
-    assert [e["wave_path"] for e in entries] == ["FSDKaggle2018.audio_test/bb01.wav", "FSDKaggle2018.audio_test/bb02.wav"]
+    assert [e["wave_path"] for e in entries] == ["FSDKaggle2018.audio_test/bb01.wav",
+                                                 "FSDKaggle2018.audio_test/bb02.wav"]
     assert entries[0]["wave_label"] == "Bark" and abs(sum(entries[0]["span_probs"]) - 1) < 1e-9
     assert "1 of 3 clips have no active span" in proc.stdout
     assert (tmp_path / "spans" / "test.json.no_spans.txt").read_text().strip() == "FSDKaggle2018.audio_test/bb03.wav"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config, make_fsd_tree, make_vctk_tree, system_folder
 from omegaconf import OmegaConf
 
-from helpers import compose_config, make_fsd_tree, make_vctk_tree, system_folder
 from unasdiff.audio import load_audio, rms_dbfs
 from unasdiff.data.crops import ResampledCache
 from unasdiff.data.mixtures import SourcePools, make_manifest, render, write_manifest
@@ -37,9 +37,8 @@ def corpora(tmp_path_factory):
 def test_manifests_are_byte_identical_for_a_seed_and_follow_the_recipe(corpora, tmp_path):
     vctk, fsd = corpora
     pools = SourcePools(vctk, fsd)
-    a = write_manifest(make_manifest("speech_sound", ["speech", "sound"], pools, 4, seed=7, seconds=1.0), tmp_path / "a.json")
-    b = write_manifest(make_manifest("speech_sound", ["speech", "sound"], pools, 4, seed=7, seconds=1.0), tmp_path / "b.json")
-    c = write_manifest(make_manifest("speech_sound", ["speech", "sound"], pools, 4, seed=8, seconds=1.0), tmp_path / "c.json")
+    a, b, c = (write_manifest(make_manifest("speech_sound", ["speech", "sound"], pools, 4, seed=seed, seconds=1.0),
+                              tmp_path / f"{name}.json") for name, seed in (("a", 7), ("b", 7), ("c", 8)))
     assert a.read_bytes() == b.read_bytes() != c.read_bytes()
     manifest = json.loads(a.read_text())
     cache = ResampledCache(16000, None)
@@ -188,9 +187,10 @@ def test_two_processes_split_the_manifest_and_merge(corpora, tmp_path):
 
 @pytest.mark.skipif(not DEMO.is_dir(), reason="shared/data/unasdiff_demo is not beside the repository")
 def test_reference_outputs_on_the_demo_set_score_as_published(tmp_path):
+    from omegaconf import OmegaConf
+
     from unasdiff.data.mixtures import demo_manifest
     from unasdiff.evaluate import score_reference_outputs
-    from omegaconf import OmegaConf
     score_reference_outputs(demo_manifest(DEMO), {"files": DEMO}, OmegaConf.create({"sample_rate": 16000}), tmp_path)
     scores = json.loads((tmp_path / "reference-published-outputs" / "summary.json").read_text())["scores"]
     published = {"01_1speech_1sound": 12.6, "02_1speech_2sound": 15.9, "03_2sound": 15.3, "04_3sound": 8.0,
@@ -211,7 +211,8 @@ def test_held_out_folders_and_an_unconditional_sound_prior(tmp_path):
     results = tmp_path / "results"
     run(compose_config("evaluate", TINY + [
         f"results_root={results}", "task=speech_sound", "n_mixtures=2", "make_manifest=true",
-        f"data.speech_folder={tmp_path / 'speech'}", f"data.sound_folder={tmp_path / 'sound'}", "priors.sound=tiny_speech"]))
+        f"data.speech_folder={tmp_path / 'speech'}", f"data.sound_folder={tmp_path / 'sound'}",
+        "priors.sound=tiny_speech"]))
     manifest = json.loads((results / "speech_sound" / "manifest.json").read_text())
     for entry in manifest["mixtures"]:
         speech, sound = entry["sources"]
@@ -222,7 +223,8 @@ def test_held_out_folders_and_an_unconditional_sound_prior(tmp_path):
     # two sounds under one one-class prior are interchangeable: scored in the order that fits the true sources
     run(compose_config("evaluate", TINY + [
         f"results_root={results}", "task=sound_sound", "n_mixtures=2", "make_manifest=true",
-        f"data.speech_folder={tmp_path / 'speech'}", f"data.sound_folder={tmp_path / 'sound'}", "priors.sound=tiny_speech"]))
+        f"data.speech_folder={tmp_path / 'speech'}", f"data.sound_folder={tmp_path / 'sound'}",
+        "priors.sound=tiny_speech"]))
     system = system_folder(results, "sound_sound", "hybrid-mixture-2steps-1x")
     for row in _rows(system / "scores.csv"):
         wavs = system / "wavs" / row["id"]

@@ -72,8 +72,9 @@ def test_bf16_autocast_stays_close_to_float32(data_dir, vectors):
 
 
 def _tiny_net(name):
-    from unasdiff.models import prior_config
     from omegaconf import OmegaConf
+
+    from unasdiff.models import prior_config
     return OmegaConf.to_container(prior_config(name).net)
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree, system_folder, tone_bursts
 from hydra.errors import ConfigCompositionException
 
-from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree, system_folder, tone_bursts
 from unasdiff.errors import UnasdiffError
 from unasdiff.separate import run
 

@@ -5,9 +5,9 @@ import json
 import pytest
 import soundfile as sf
 import torch
+from helpers import TINY_SEPARATE, compose_config, tone_bursts
 from omegaconf import OmegaConf
 
-from helpers import TINY_SEPARATE, compose_config, tone_bursts
 from unasdiff.config import REPO_ROOT, group_entry
 from unasdiff.errors import UnasdiffError
 from unasdiff.models import TemplateResidualPrior, build_network, load_prior
@@ -22,7 +22,8 @@ def test_the_residual_configs_hold_the_bundled_template_and_demo_network_setting
     assert residual.base_checkpoint == group_entry("prior", f"template_{role}").checkpoint
     assert OmegaConf.to_container(residual.net.templates) == OmegaConf.to_container(
         group_entry("prior", f"template_{role}").net)
-    assert OmegaConf.to_container(residual.net.network) == OmegaConf.to_container(group_entry("prior", f"demo_{role}").net)
+    demo_network = group_entry("prior", f"demo_{role}").net
+    assert OmegaConf.to_container(residual.net.network) == OmegaConf.to_container(demo_network)
 
 
 def test_the_untrained_residual_prior_is_its_template_and_the_label_reaches_the_network():

@@ -6,12 +6,26 @@ import pytest
 import torch
 
 from unasdiff.diffusion import DiffusionSchedule
-from unasdiff.diffusion.gaussian import (GaussianPrior, GaussianSource, bandpass, lowpass, posterior_sample,
-                                        posterior_spread, wiener)
+from unasdiff.diffusion.gaussian import (
+    GaussianPrior,
+    GaussianSource,
+    bandpass,
+    lowpass,
+    posterior_sample,
+    posterior_spread,
+    wiener,
+)
 from unasdiff.errors import UnasdiffError
 from unasdiff.metrics import si_sdr
-from unasdiff.separation import (RULES, ReconstructionObjective, SourcePriors, guided_step, make_rule,
-                                 mixture_consistent, separate)
+from unasdiff.separation import (
+    RULES,
+    ReconstructionObjective,
+    SourcePriors,
+    guided_step,
+    make_rule,
+    mixture_consistent,
+    separate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +53,8 @@ def test_schedule_matches_reference(data_dir):
     hybrid = make_rule("hybrid")
     strengths = torch.tensor([hybrid.strength(v ** 0.5) for v in s.posterior_variance.tolist()], dtype=torch.float64)
     assert torch.allclose(strengths, torch.tensor(ref["smooth_max_schedule"], dtype=torch.float64), rtol=1e-5)
-    assert torch.allclose(64000 ** 0.5 * strengths, torch.tensor(ref["hybrid_radius_L64000"], dtype=torch.float64), rtol=1e-5)
+    expected = torch.tensor(ref["hybrid_radius_L64000"], dtype=torch.float64)
+    assert torch.allclose(64000 ** 0.5 * strengths, expected, rtol=1e-5)
     assert s.time_input(149) == 745
 
 
@@ -186,7 +201,7 @@ def test_wiener_consistency_gives_the_residual_to_the_source_that_holds_its_bins
     with pytest.raises(ValueError, match="unknown consistency 'wener'"):
         mixture_consistent(estimate, mixture, "wener")
     with pytest.raises(ValueError, match="unknown consistency 'wener'"):
-        separate(mixture, [lambda x, t, l: x], steps=2, consistency="wener")
+        separate(mixture, [lambda x, t, label: x], steps=2, consistency="wener")
 
 
 def test_mask_consistency_filters_the_mixture_with_the_estimates_powers():
@@ -226,7 +241,7 @@ def test_label_guidance_extrapolates_from_the_null_class():
     assert torch.allclose(eps[:, 1], torch.ones(3, 16))
     assert torch.equal(SourcePriors([prior, prior], [4, None]).eps(x, 10)[:, 0], torch.full((3, 16), 5.0))
     with pytest.raises(ValueError, match="label_guidance needs priors with a null class"):
-        SourcePriors([lambda x, t, l: x], [1], label_guidance=1.0)
+        SourcePriors([lambda x, t, label: x], [1], label_guidance=1.0)
 
 
 # --- every method, with the tiny networks ---
@@ -247,7 +262,8 @@ def test_same_seed_same_result_and_silence_stays_silent(tiny_speech, tiny_sound)
             for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
     assert torch.equal(runs[0][1], torch.zeros(2, 2000))
-    single = separate(mixture[0], [tiny_speech, tiny_sound], [0, 5], steps=3, generator=torch.Generator().manual_seed(7))
+    single = separate(mixture[0], [tiny_speech, tiny_sound], [0, 5], steps=3,
+                      generator=torch.Generator().manual_seed(7))
     assert single.shape == (2, 2000)
 
 
@@ -276,6 +292,6 @@ def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="'dps' takes .*zeta.*not \\['floor'\\]"):
         make_rule("dps", floor=0.1)
     with pytest.raises(ValueError, match="unknown init"):
-        separate(torch.randn(1, 500), [lambda x, t, l: x], init="zeros", steps=2)
+        separate(torch.randn(1, 500), [lambda x, t, label: x], init="zeros", steps=2)
     with pytest.raises(ValueError, match="steps must be in 1..200"):
-        separate(torch.randn(1, 500), [lambda x, t, l: x], steps=0)
+        separate(torch.randn(1, 500), [lambda x, t, label: x], steps=0)

@@ -5,13 +5,13 @@ import math
 import pytest
 import soundfile as sf
 import torch
-
 from helpers import compose_config, tone_bursts
+
 from unasdiff.diffusion import DiffusionSchedule
+from unasdiff.metrics import si_sdr
 from unasdiff.models import SpectralTemplatePrior, build_network, load_prior
 from unasdiff.models.templates import forward_backward, posterior_mean_sources
 from unasdiff.separation import separate
-from unasdiff.metrics import si_sdr
 from unasdiff.template_fitting import em_step, fit, fit_templates, frame_powers
 
 SCHEDULE = DiffusionSchedule.linear()

@@ -27,20 +27,29 @@ from tqdm.auto import tqdm
 from .audio import write_audio
 from .data.crops import ResampledCache
 from .data.labels import label_index
-from .data.mixtures import (SourcePools, demo_manifest, make_manifest, missing_files, read_file, read_manifest, render,
-                            write_manifest)
+from .data.mixtures import (
+    SourcePools,
+    demo_manifest,
+    make_manifest,
+    missing_files,
+    read_file,
+    read_manifest,
+    render,
+    write_manifest,
+)
 from .errors import UnasdiffError
 from .files import atomic_path, writable_folder, write_text
 from .metrics import permute_sources, score_sources
-from .runtime import start_processes
 from .pipeline import Separator
+from .runtime import start_processes
 
 log = logging.getLogger(__name__)
 METRICS = ("si_sdr", "si_sdri", "sdr", "leak")  # leak: dB of the other sources' own bins (metrics.leakage)
 
 
 def corpus_roots(cfg: DictConfig) -> dict:
-    roots = {"speech": cfg.data.speech_folder or cfg.data.vctk_root, "sound": cfg.data.sound_folder or cfg.data.fsd_root}
+    data = cfg.data
+    roots = {"speech": data.speech_folder or data.vctk_root, "sound": data.sound_folder or data.fsd_root}
     if cfg.task.name == "demo":
         roots["files"] = demo_folder(cfg.demo_root)
     return roots

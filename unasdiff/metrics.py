@@ -29,7 +29,8 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def si_sdr_improvement(estimate: torch.Tensor, reference: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    """SI-SDR of the estimate minus SI-SDR of the mixture, per source: estimate/reference [..., K, L], mixture [..., L]."""
+    """SI-SDR of the estimate minus SI-SDR of the mixture, per source: estimate/reference [..., K, L],
+    mixture [..., L]."""
     return si_sdr(estimate, reference) - si_sdr(mixture.unsqueeze(-2).expand_as(reference), reference)
 
 

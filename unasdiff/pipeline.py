@@ -86,8 +86,8 @@ def checkpoint_path(role: str, prior_cfg: DictConfig, override) -> Path:
         return path
     path = REPO_ROOT / prior_cfg.checkpoint
     if not path.is_file():
-        raise UnasdiffError(f"no {role} prior at {path}: put the published file {Path(prior_cfg.checkpoint).name} there "
-                            f"(see README, 'Published priors'), pass checkpoints.{role}=PATH, or preset=bundled")
+        raise UnasdiffError(f"no {role} prior at {path}: put the published file {Path(prior_cfg.checkpoint).name} "
+                            f"there (see README, 'Published priors'), pass checkpoints.{role}=PATH, or preset=bundled")
     return path
 
 

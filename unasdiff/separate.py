@@ -56,7 +56,8 @@ def separate_file(separator: Separator, path: Path, out_dir: Path, true_sources:
     cfg = separator.cfg
     mixture, info = load_audio(path, cfg.sample_rate)
     # read before separating: a true source that does not fit is reported at once, not after the sampler
-    truth = read_true_sources(true_sources, mixture.shape[-1], cfg.sample_rate, separator.roles) if true_sources else None
+    truth = (read_true_sources(true_sources, mixture.shape[-1], cfg.sample_rate, separator.roles)
+             if true_sources else None)
     result = separator.separate_loaded(mixture, info)
     scores = None if truth is None else score(separator, result, truth)
 
@@ -71,7 +72,8 @@ def separate_file(separator: Separator, path: Path, out_dir: Path, true_sources:
                 panels[f"source {i}: {name} (true)"] = truth[scores["order"].index(i)]
         files.append(str(plot_spectrograms(panels, cfg.sample_rate, out_dir / "spectrograms.png", title=path.name)))
     summary = {
-        "mixture": str(path), "input": {k: v for k, v in asdict(info).items() if k != "path"}, "sources": result.names, "labels": result.labels,
+        "mixture": str(path), "input": {k: v for k, v in asdict(info).items() if k != "path"},
+        "sources": result.names, "labels": result.labels,
         "auto_labels": result.auto_labels, "scores": scores, "silent_input": result.silent,
         "level_gain": result.level_gain, "preset": OmegaConf.to_container(cfg.preset),
         "priors": {r: {"config": p.config.name, "checkpoint": str(p.checkpoint)} for r, p in separator.priors.items()},

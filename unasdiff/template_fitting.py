@@ -111,7 +111,8 @@ def fit(cfg: DictConfig) -> Path:
     if not all(math.isfinite(v) for v in history):
         raise UnasdiffError("EM diverged (a non-finite log-likelihood); raise fit.floor_dbfs")
     info = {"trained_by": "scripts/fit_template_prior.py", "frames": frames, "crops": len(waves),
-            "log_likelihood": history, "data": {k: v for k, v in OmegaConf.to_container(data).items() if k != "cache_dir"}}
+            "log_likelihood": history,
+            "data": {k: v for k, v in OmegaConf.to_container(data).items() if k != "cache_dir"}}
     atomic_torch_save({"ema": prior.state_dict(), "config": {"prior": OmegaConf.to_container(cfg.prior, resolve=True)},
                        "info": info}, out)
     return out

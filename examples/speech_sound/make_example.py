@@ -1,6 +1,7 @@
 """Rebuild the bundled example (mixture.wav, true_0_speech.wav, true_1_sound.wav) from its two clips.
 
-    python examples/speech_sound/make_example.py --vctk-clip ../shared/data/unasdiff_audio_samples/speech/02/p351_006_mic1.flac \
+    python examples/speech_sound/make_example.py \
+        --vctk-clip ../unasdiff-reference/audio_samples/speech/02/p351_006_mic1.flac \
         --rooster ROOSTER.ogg
 
 ROOSTER.ogg is usr/share/tuxpaint/stamps/animals/birds/rooster.ogg of the Debian 12 package

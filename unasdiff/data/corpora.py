@@ -14,7 +14,7 @@ import csv
 import json
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -36,7 +36,7 @@ class Clip:
     label: int | None = None
 
 
-@lru_cache(maxsize=None)
+@cache
 def vctk_split() -> dict:
     return json.loads(resources.files("unasdiff.data").joinpath("vctk_split.json").read_text())
 
@@ -76,8 +76,8 @@ def fsd_clips(root, split: str = "train", verified_only: bool = True) -> list[Cl
     meta, audio = root / FSD_META[split], root / FSD_AUDIO[split]
     for needed in (meta, audio):
         if not needed.exists():
-            raise UnasdiffError(f"{root} is not an FSDKaggle2018 root: {needed} is missing "
-                                f"(set data.fsd_root to the folder that holds {FSD_AUDIO[split]} and FSDKaggle2018.meta)")
+            raise UnasdiffError(f"{root} is not an FSDKaggle2018 root: {needed} is missing (set data.fsd_root to "
+                                f"the folder that holds {FSD_AUDIO[split]} and FSDKaggle2018.meta)")
     names = fsd_classes()
     clips, missing, unverified = [], [], 0
     with open(meta, newline="") as f:

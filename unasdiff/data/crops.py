@@ -30,7 +30,8 @@ class ResampledCache:
 
     def _key(self, path: Path) -> str:
         stat = path.stat()
-        return hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}".encode()).hexdigest()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}"
+        return hashlib.sha1(key.encode()).hexdigest()
 
     def load(self, path: Path) -> np.ndarray:
         if self.folder is None:

@@ -1,13 +1,13 @@
 """Class names of the sound prior, in the label order the published checkpoint was trained with."""
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from ..errors import UnasdiffError
 
 
-@lru_cache(maxsize=None)
+@cache
 def fsd_classes() -> tuple[str, ...]:
     """The 41 FSDKaggle2018 classes, index = label of the published sound prior (not alphabetical)."""
     order = json.loads(resources.files("unasdiff.data").joinpath("fsd_label_order.json").read_text())
@@ -40,5 +40,6 @@ def label_index(label, names: tuple[str, ...] | None, num_classes: int) -> int:
         return names.index(label)
     index = int(label)
     if not 0 <= index <= num_classes:
-        raise UnasdiffError(f"label {index} is out of range for a prior with {num_classes} classes (0..{num_classes - 1}, {num_classes} = null)")
+        raise UnasdiffError(f"label {index} is out of range for a prior with {num_classes} classes "
+                            f"(0..{num_classes - 1}, {num_classes} = null)")
     return index

@@ -175,8 +175,9 @@ def demo_manifest(root) -> dict:
             count, role = int(word[0]), word[1:]
             roles += [role] * count
         for mix_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
-            sources = [{"role": r, "label": None, "file": f"{task_dir.name}/{mix_dir.name}/real_{k}.wav",
-                        "reference_output": f"{task_dir.name}/{mix_dir.name}/sepa_{k}.wav"} for k, r in enumerate(roles)]
+            folder = f"{task_dir.name}/{mix_dir.name}"
+            sources = [{"role": r, "label": None, "file": f"{folder}/real_{k}.wav",
+                        "reference_output": f"{folder}/sepa_{k}.wav"} for k, r in enumerate(roles)]
             mixtures.append({"id": f"{task_dir.name}-{mix_dir.name}", "group": task_dir.name, "sources": sources,
                              "mixture_file": f"{task_dir.name}/{mix_dir.name}/mix.wav",
                              "permutation_invariant": order_is_arbitrary(roles)})

@@ -98,5 +98,6 @@ def span_manifest(clips, root, names, progress: bool = True) -> tuple[list[dict]
             silent.append(relative)
             continue
         entries.append({"wave_path": relative, "wave_label": names[clip.label], "spans": [list(s) for s in spans],
-                        "span_probs": span_probabilities(spans), "wave_length": round(info.frames / info.sample_rate, 3)})
+                        "span_probs": span_probabilities(spans),
+                        "wave_length": round(info.frames / info.sample_rate, 3)})
     return entries, silent

@@ -20,7 +20,8 @@ from .templates import SpectralTemplatePrior
 KINDS = {"network": TriplePathUNet, "spectral_templates": SpectralTemplatePrior,
          "template_residual": TemplateResidualPrior}
 
-__all__ = ["TriplePathUNet", "SpectralTemplatePrior", "TemplateResidualPrior", "build_network", "load_prior", "load_prior_and_config", "prior_config"]
+__all__ = ["TriplePathUNet", "SpectralTemplatePrior", "TemplateResidualPrior", "build_network", "load_prior",
+           "load_prior_and_config", "prior_config"]
 
 
 def prior_config(config) -> DictConfig:

@@ -27,8 +27,9 @@ def read_checkpoint(path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnasdiffError(f"refused {path}: not a weights-only checkpoint ({_unpickler_reason(err)}); a checkpoint "
-                            "may hold only tensors and plain containers, since other pickled objects could run code") from None
+        raise UnasdiffError(f"refused {path}: not a weights-only checkpoint ({_unpickler_reason(err)}); a "
+                            "checkpoint may hold only tensors and plain containers, since other pickled objects "
+                            "could run code") from None
     except Exception as err:  # a truncated or non-checkpoint file
         raise UnasdiffError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
     if not isinstance(payload, dict):
@@ -46,7 +47,8 @@ def read_state_dict(path, weights: str = "ema", payload: dict | None = None) -> 
     else:
         state = payload
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise UnasdiffError(f"{path} is not a network state dict (expected tensors under 'model'/'ema' or at top level)")
+        raise UnasdiffError(f"{path} is not a network state dict (expected tensors under 'model'/'ema' or at "
+                            f"top level)")
     return {_strip_prefixes(k): v for k, v in state.items()}
 
 
@@ -106,8 +108,10 @@ def export_prior(run_checkpoint, out, dtype: torch.dtype = torch.float16, weight
     from . import build_network  # the package imports this module
     # learned weights in dtype; fitted buffers (a template's variances span 1e-6 .. 5e7, beyond fp16) as they are
     learned = {name for name, _ in build_network(carried["prior"]).named_parameters()}
-    state = {k: v.to(dtype) if k in learned else v for k, v in read_state_dict(run_checkpoint, weights, payload).items()}
+    weights_read = read_state_dict(run_checkpoint, weights, payload)
+    state = {k: v.to(dtype) if k in learned else v for k, v in weights_read.items()}
     info = {"step": int(payload.get("step", 0)), "weights": weights, "trained_by": "scripts/train_prior.py",
-            "data": {k: v for k, v in carried.get("data", {}).items() if k != "cache_dir"}, "train": carried.get("train", {})}
+            "data": {k: v for k, v in carried.get("data", {}).items() if k != "cache_dir"},
+            "train": carried.get("train", {})}
     atomic_torch_save({"ema": state, "config": {"prior": carried["prior"]}, "info": info}, out)
     return info

@@ -60,7 +60,8 @@ def _crossfade(window: int, shared: int, like: torch.Tensor) -> torch.Tensor:
     """Flat in the middle, raised-cosine ramps over the shared parts (never exactly zero)."""
     fade = torch.ones(window, dtype=like.dtype, device=like.device)
     if shared > 0:
-        ramp = 0.5 - 0.5 * torch.cos(torch.pi * (torch.arange(shared, dtype=like.dtype, device=like.device) + 0.5) / shared)
+        position = torch.arange(shared, dtype=like.dtype, device=like.device) + 0.5
+        ramp = 0.5 - 0.5 * torch.cos(torch.pi * position / shared)
         fade[:shared] = ramp
         fade[-shared:] = ramp.flip(0)
     return fade
