@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import TINY_SEPARATE, compose_config, make_fsd_tree, make_vctk_tree
+
 from unasdiff.errors import UnasdiffError
 from unasdiff.models import load_prior
 from unasdiff.models.checkpoint import export_prior, read_state_dict
@@ -87,6 +87,16 @@ def test_sigterm_writes_a_checkpoint_and_resume_goes_on(vctk, tmp_path):
     assert 0 < stopped < 100000
     done = train(compose_config("train_prior", smoke(vctk, run_dir, f"train.max_steps={stopped + 2}", "resume=true")))
     assert torch.load(done, weights_only=True)["step"] == stopped + 2
+
+
+def test_max_minutes_stops_with_a_checkpoint_that_resumes(vctk, tmp_path):
+    run_dir = tmp_path / "run"
+    # a budget shorter than one step: the first step finishes, is saved, and the run stops
+    last = train(compose_config("train_prior", smoke(vctk, run_dir, "train.max_steps=100000", "checkpoint.every=100000",
+                                                     "train.max_minutes=0.00001")))
+    assert torch.load(last, weights_only=True)["step"] == 1
+    done = train(compose_config("train_prior", smoke(vctk, run_dir, "train.max_steps=3", "resume=true")))
+    assert torch.load(done, weights_only=True)["step"] == 3
 
 
 def test_sigkill_never_leaves_a_half_written_checkpoint(vctk, tmp_path):
@@ -238,6 +248,7 @@ def test_a_bad_low_noise_focus_is_refused(vctk, tmp_path):
 def test_a_two_class_prior_trains_on_one_folder_per_class_and_serves_both_roles(tmp_path):
     import soundfile as sf
     from helpers import tone_bursts
+
     from unasdiff.data.corpora import class_folder_clips
     for k, (role, package) in enumerate([("speech", "letters"), ("speech", "stories"), ("sound", "drums")]):
         (tmp_path / role / package).mkdir(parents=True)

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .config import REPO_ROOT
-from .data.corpora import class_folder_clips, fsd_clips, folder_clips, vctk_clips
+from .data.corpora import class_folder_clips, folder_clips, fsd_clips, vctk_clips
 from .data.crops import CropStream, StreamBatches
 from .diffusion import DiffusionSchedule
 from .errors import UnasdiffError
@@ -129,12 +129,13 @@ class StopRequest:
     def _handle(self, signum, frame):
         self.requested = True
 
-    def agreed(self, proc) -> bool:
-        """Whether any process was asked to stop: all ranks leave at the same step, or one would wait
-        forever in the next gradient all-reduce."""
+    def agreed(self, proc, also: bool = False) -> bool:
+        """Whether any process was asked to stop (by a signal, or by `also`: its time is up): all ranks leave at
+        the same step, or one would wait forever in the next gradient all-reduce."""
+        wanted = self.requested or also
         if proc.world == 1:
-            return self.requested
-        flag = torch.tensor([int(self.requested)], device=proc.device)
+            return wanted
+        flag = torch.tensor([int(wanted)], device=proc.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
@@ -225,7 +226,7 @@ def train(cfg: DictConfig) -> Path:
             waves, labels, valid, positions = next(loader)
             t, noise, drop = diffusion_inputs(positions.tolist(), cfg.seed, schedule.num_train_steps, waves.shape[-1],
                                               label_dropout, focus.share, focus.below)
-            # clips without a class train class 0, which is what separation passes for label None
+            # clips without a class train class 0, which separation passes for label None to a one-class prior
             labels = torch.where(drop, torch.full_like(labels, net.null_label), labels.clamp_min(0))
             waves, noise, t, labels = (x.to(proc.device) for x in (waves, noise, t, labels))
             valid = valid.to(proc.device, torch.float32)
@@ -250,12 +251,14 @@ def train(cfg: DictConfig) -> Path:
                 progress.set_postfix(loss=f"{loss.item():.4f}")
             if writer is not None and cfg.log.audio_every and step % cfg.log.audio_every == 0:
                 log_audio(writer, ema, waves, t, noise, labels, schedule, data.sample_rate, step)
-            stopping = stop.agreed(proc)
+            out_of_time = bool(cfg.train.max_minutes) and time.perf_counter() - started > 60 * cfg.train.max_minutes
+            stopping = stop.agreed(proc, out_of_time)
             if step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps or stopping:
                 save(step)
             if stopping:
                 if proc.is_main:
-                    log.info("stopped by a signal at step %d; resume with resume=true", step)
+                    why = f"train.max_minutes={cfg.train.max_minutes}" if out_of_time else "a signal"
+                    log.info("stopped by %s at step %d; resume with resume=true", why, step)
                 break
     progress.close()
     if writer is not None:
