@@ -163,7 +163,7 @@ def test_forward_backward_matches_enumerating_every_shape_sequence():
         expected[:, torch.arange(4), path] += weight[:, p, None]
         for a, b in zip(path[:-1], path[1:]):
             expected_counts[a, b] += weight[:, p].sum()
-    torch.testing.assert_close(posterior.exp(), expected)
+    torch.testing.assert_close(posterior, expected)
     torch.testing.assert_close(counts, expected_counts)
 
 
@@ -182,7 +182,7 @@ def test_a_chain_whose_rows_are_the_weights_is_the_independent_model():
     markov = _markov_prior(shapes, log_weights[None].expand(3, 3))
     markov.log_weights.copy_(independent.log_weights)
     log_joint = 30 * torch.randn(2, 25, 3, generator=g, dtype=torch.float64)
-    a, b = independent.double().log_posteriors(log_joint), markov.double().log_posteriors(log_joint)
+    a, b = independent.double().posteriors(log_joint), markov.double().posteriors(log_joint)
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[1], b[1])
 
@@ -197,8 +197,8 @@ def test_a_sticky_chain_judges_an_ambiguous_frame_by_its_neighbours():
     log_joint[0, :, 1] = -50.0  # every frame favours low by 50 nats ...
     log_joint[0, 4] = torch.tensor([-1.0, 0.0])  # ... but frame 4 slightly favours high
     sticky = torch.tensor([[0.99, 0.01], [0.01, 0.99]]).log()
-    assert _prior([low, high]).log_posteriors(log_joint)[0][0, 4].exp()[1] > 0.7
-    assert _markov_prior([low, high], sticky).log_posteriors(log_joint)[0][0, 4].exp()[0] > 0.95
+    assert _prior([low, high]).posteriors(log_joint)[0][0, 4, 1] > 0.7
+    assert _markov_prior([low, high], sticky).posteriors(log_joint)[0][0, 4, 0] > 0.95
 
 
 def test_em_learns_that_shapes_persist_when_each_clip_keeps_one_shape():
@@ -295,3 +295,71 @@ def test_the_exact_posterior_mean_needs_one_stft_for_both_priors():
     with pytest.raises(ValueError, match="same STFT"):
         posterior_mean_sources(torch.zeros(1, 640), _random_prior(g, False, n_fft=16),
                                _random_prior(g, False, n_fft=32))
+
+
+def _guidance_gradient(prior, x_t, step, v):
+    """d <v, eps(x_t)> / d x_t, the vector-Jacobian product a guided sampler takes through the prior."""
+    x_t = x_t.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((prior(x_t, torch.full((x_t.shape[0],), 5 * step)) * v).sum(), x_t)
+    return grad
+
+
+def test_the_exact_score_gradient_of_a_markov_prior_matches_finite_differences():
+    """Through the likelihoods and the scaled forward-backward recursions (float64, central differences)."""
+    g = torch.Generator().manual_seed(7)
+    prior = SpectralTemplatePrior(templates=3, gains=2, n_fft=32, hop_length=16, markov=True).double()
+    prior.shapes.copy_(0.1 + 2 * torch.rand(3, 17, generator=g, dtype=torch.float64))
+    prior.log_transitions.copy_(torch.log_softmax(torch.randn(3, 3, generator=g, dtype=torch.float64), 1))
+    x_t = torch.randn(1, 96, generator=g, dtype=torch.float64).requires_grad_(True)
+    t = torch.full((1,), 5 * 60)
+    assert torch.autograd.gradcheck(lambda x: prior(x, t), (x_t,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_the_score_gradient_stays_finite_where_most_components_underflow():
+    """Loud frames put most components thousands of nats below the best: their probabilities are exactly 0 in
+    float32, and neither the score nor its gradient may become NaN."""
+    sticky = torch.tensor([[0.9, 0.1], [0.1, 0.9]]).log()
+    prior = _markov_prior([torch.full((129,), 1e-4), torch.full((129,), 1e4)], sticky)
+    x_t = 30 * torch.randn(2, 4096, generator=torch.Generator().manual_seed(8))
+    grad = _guidance_gradient(prior, x_t, 3, torch.randn(2, 4096, generator=torch.Generator().manual_seed(9)))
+    assert torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def test_the_wiener_gradient_is_the_exact_one_for_a_single_component_and_the_filter_s_transpose():
+    """With one component the posteriors are 1 whatever x_t is, so holding them fixed loses nothing, and the
+    gradient is the transpose of the Wiener filter w = a^2 u / (a^2 u + s^2 c) applied in the STFT domain."""
+    g = torch.Generator().manual_seed(10)
+    shape = 0.5 + torch.rand(129, generator=g)
+    exact, wiener = _prior([shape]), _prior([shape])
+    wiener.gradient = "wiener"
+    x_t, v, step = torch.randn(2, 3000, generator=g), torch.randn(2, 3000, generator=g), 80
+    abar = SCHEDULE.alphas_cumprod[step]
+    w = abar * shape / (abar * shape + (1 - abar) * exact.noise_power)
+    spread = (1 - abar).sqrt()
+
+    def filtered(x):  # eps = (x - iSTFT(w STFT(x))) / s, written out
+        return (x - exact.istft(exact.stft(x) * w[:, None], x.shape[-1])) / spread
+
+    x = x_t.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad((filtered(x) * v).sum(), x)
+    for prior in (exact, wiener):
+        got = _guidance_gradient(prior, x_t, step, v)
+        assert (got - expected).norm() / expected.norm() < 1e-4
+
+
+def test_the_wiener_gradient_drops_the_posteriors_share_of_the_jacobian():
+    """Two shapes that a frame of flat noise fits about equally: the posteriors move with x_t, and the gradients
+    differ by that share, while the scores are the same."""
+    ripple = 0.5 * torch.sin(torch.arange(129) / 8)
+    exact, wiener = _prior([1 + ripple, 1 - ripple]), _prior([1 + ripple, 1 - ripple])
+    wiener.gradient = "wiener"
+    g = torch.Generator().manual_seed(11)
+    x_t, v, t = torch.randn(1, 4096, generator=g), torch.randn(1, 4096, generator=g), torch.full((1,), 300)
+    torch.testing.assert_close(exact(x_t, t), wiener(x_t, t))
+    a, b = _guidance_gradient(exact, x_t, 60, v), _guidance_gradient(wiener, x_t, 60, v)
+    assert (a - b).norm() / a.norm() > 1e-3
+
+
+def test_the_prior_refuses_an_unknown_gradient():
+    with pytest.raises(ValueError, match="gradient must be one of exact, wiener"):
+        SpectralTemplatePrior(gradient="approximate")

@@ -24,6 +24,7 @@ from .data.labels import class_names, label_index
 from .diffusion import DiffusionSchedule
 from .errors import UnasdiffError
 from .models import load_prior_and_config, prior_config
+from .models.templates import GRADIENTS, SpectralTemplatePrior
 from .runtime import pick_device, tune_cpu_allocator
 from .separation import separate
 from .separation.alignment import interchangeable_groups
@@ -108,10 +109,20 @@ def load_priors(cfg: DictConfig, roles, device: torch.device) -> dict[str, Prior
             net, loaded_cfg = load_prior_and_config(path, None if override else prior_cfg, default_config=prior_cfg)
             loaded[key] = net.to(device), loaded_cfg
         net, prior_cfg = loaded[key]
+        set_template_gradient(net, cfg.template_gradient)
         log.info("%s prior: %s", role, path)
         priors[role] = Prior(role, prior_cfg, path, net)
         check_role(priors[role])
     return priors
+
+
+def set_template_gradient(net: torch.nn.Module, gradient: str) -> None:
+    """template_gradient for every spectral-template prior in `net` (itself, or the template of a residual prior)."""
+    if gradient not in GRADIENTS:
+        raise UnasdiffError(f"template_gradient must be one of {', '.join(GRADIENTS)}, not {gradient!r}")
+    for module in net.modules():
+        if isinstance(module, SpectralTemplatePrior):
+            module.gradient = gradient
 
 
 def check_role(prior: Prior) -> None:

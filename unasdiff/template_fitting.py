@@ -57,9 +57,9 @@ def em_step(prior: SpectralTemplatePrior, power: torch.Tensor, floor: float) -> 
     transitions = torch.zeros(templates, templates)
     total = 0.0
     for chunk in power.split(max(1, CHUNK // power.shape[1])):
-        log_resp, evidence, pairs = prior.log_posteriors(prior.log_joint(chunk, variances), prior.markov)
+        resp, evidence, pairs = prior.posteriors(prior.log_joint(chunk, variances), prior.markov)
         total += evidence.sum().item()
-        resp, frames = log_resp.exp().flatten(0, 1), chunk.flatten(0, 1)  # [n, C], [n, F]
+        resp, frames = resp.flatten(0, 1), chunk.flatten(0, 1)  # [n, C], [n, F]
         counts += resp.sum(0)
         weighted += ((resp * inverse_gain).T @ frames).reshape(templates, gains, -1).sum(1)
         if pairs is not None:

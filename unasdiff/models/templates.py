@@ -21,6 +21,7 @@ it runs in the same sampler as a trained network; the stationary `GaussianPrior`
 the yardstick for what the sampler makes of them (benchmarks/template_posterior.py).
 """
 
+import contextlib
 import math
 
 import torch
@@ -28,18 +29,27 @@ from torch import nn
 
 from ..diffusion import DiffusionSchedule
 
+GRADIENTS = ("exact", "wiener")
+LOG_FLOOR = -80.0  # exp(-80) / K stays a normal float32 for K up to 10^4 shapes
+
 
 class SpectralTemplatePrior(nn.Module):
     """Noise predictor `prior(x [B, L], t [B], label [B] | None) -> eps [B, L]` of a template mixture.
 
-    `t` is the network time input (5 x step for T = 200); `label` is ignored (one class)."""
+    `t` is the network time input (5 x step for T = 200); `label` is ignored (one class). `gradient` says how a
+    guided sampler's gradient goes through the denoiser: "exact" through everything, the components'
+    posteriors included; "wiener" through the Wiener filter with the posteriors held fixed (their share of
+    the Jacobian dropped), which skips differentiating the likelihoods and the forward-backward recursions."""
 
     num_classes = 1
     null_label = 0
 
     def __init__(self, templates: int = 32, gains: int = 12, gain_step_db: float = 4.0, n_fft: int = 1024,
-                 hop_length: int = 512, diffusion_steps: int = 200, markov: bool = False):
+                 hop_length: int = 512, diffusion_steps: int = 200, markov: bool = False, gradient: str = "exact"):
         super().__init__()
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}, not {gradient!r}")
+        self.gradient = gradient
         if hop_length * 2 != n_fft:
             raise ValueError(f"the template prior needs hop_length = n_fft / 2 (a tight sqrt-Hann frame), "
                              f"got n_fft={n_fft}, hop_length={hop_length}")
@@ -78,22 +88,22 @@ class SpectralTemplatePrior(nn.Module):
         log_lik = -(frames @ (1 / variances).transpose(-1, -2)) - variances.log().sum(-1).unsqueeze(-2)
         return log_lik + self.log_weights.flatten()
 
-    def log_posteriors(self, log_joint: torch.Tensor, count_transitions: bool = False
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """log p(component | all frames) [B, N, C] and log p(frames) per clip [B] from `log_joint` [B, N, C]:
+    def posteriors(self, log_joint: torch.Tensor, count_transitions: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """p(component | all frames) [B, N, C] and log p(frames) per clip [B] from `log_joint` [B, N, C]:
         per frame for independent frames, by the forward-backward recursions for the Markov model, which
         with `count_transitions` also gives the expected shape transitions [K, K] (forward_backward)."""
         if not self.markov:
             evidence = torch.logsumexp(log_joint, dim=-1, keepdim=True)
-            return log_joint - evidence, evidence.sum((1, 2)), None
+            return (log_joint - evidence).exp(), evidence.sum((1, 2)), None
         templates, gains = self.log_weights.shape
         per_gain = log_joint.unflatten(-1, (templates, gains))  # log pi_k + log p(g | k) + log p(Y | k, g)
         log_shape_joint = torch.logsumexp(per_gain, dim=-1)  # log pi_k + log p(Y | k)
-        log_gain_given_shape = per_gain - log_shape_joint.unsqueeze(-1)  # log p(g | k, Y)
+        gain_given_shape = (per_gain - log_shape_joint.unsqueeze(-1)).exp()  # p(g | k, Y)
         log_shape_weights, log_transitions = self.shape_chain()
-        log_shape, evidence, counts = forward_backward(log_shape_joint - log_shape_weights, log_shape_weights,
-                                                       log_transitions, count_transitions)
-        return (log_shape.unsqueeze(-1) + log_gain_given_shape).flatten(-2), evidence, counts
+        shape, evidence, counts = forward_backward(log_shape_joint - log_shape_weights, log_shape_weights,
+                                                   log_transitions, count_transitions)
+        return (shape.unsqueeze(-1) * gain_given_shape).flatten(-2), evidence, counts
 
     def shape_chain(self) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(k) [K] and log A [K, K] of the shapes; for independent frames every row of A is p(k)."""
@@ -105,14 +115,16 @@ class SpectralTemplatePrior(nn.Module):
     def responsibilities(self, power: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
         """p(component | frames) for frames of |Y|^2 `power` [B, F, N] under per-component variances of Y
         [C, F] or [B, C, F] -> [B, C, N]."""
-        return self.log_posteriors(self.log_joint(power.transpose(1, 2), variances))[0].exp().transpose(1, 2)
+        return self.posteriors(self.log_joint(power.transpose(1, 2), variances))[0].transpose(1, 2)
 
     def denoise(self, x_t: torch.Tensor, signal: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
         """E[a x0 | x_t] for x_t = a x0 + s eps, with a = `signal`, s = `spread` of shape [B, 1, 1] or [1, 1, 1]."""
         spec = self.stft(x_t)  # [B, F, N]
         clean = signal**2 * self.component_variances()[None]  # [B, C, F]
         noisy = clean + spread**2 * self.noise_power
-        resp = self.responsibilities(spec.real**2 + spec.imag**2, noisy)  # [B, C, N]
+        power = spec.real**2 + spec.imag**2
+        with torch.no_grad() if self.gradient == "wiener" else contextlib.nullcontext():
+            resp = self.responsibilities(power, noisy)  # [B, C, N]
         gain = (resp.transpose(1, 2) @ (clean / noisy)).transpose(1, 2)  # [B, F, N]
         return self.istft(spec * gain, x_t.shape[-1])
 
@@ -122,40 +134,45 @@ class SpectralTemplatePrior(nn.Module):
             steps = steps[:1]
         abar = self.schedule.alphas_cumprod.to(x_t.device)[steps].reshape(-1, 1, 1)
         signal, spread = abar.sqrt(), (1 - abar).sqrt()
-        estimate = self.denoise(x_t.float(), signal, spread)
+        estimate = self.denoise(x_t.to(torch.promote_types(x_t.dtype, torch.float32)), signal, spread)  # fp16 -> fp32
         return ((x_t - estimate) / spread[:, 0]).to(x_t.dtype)
 
 
 def forward_backward(log_emission: torch.Tensor, log_initial: torch.Tensor, log_transitions: torch.Tensor,
                      count_transitions: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The HMM recursions in the log domain for emissions log p(Y_n | k) [B, N, K], initial log p(k) [K]
-    and log A [K, K]: the smoothed log p(k_n | Y_1..Y_N) [B, N, K], the log evidence log p(Y_1..Y_N) per
-    clip [B] and, with `count_transitions`, the expected number of k -> k' transitions summed over clips
-    and frames [K, K] (EM's statistic for A). Each frame's emissions are shifted by their maximum first and
-    alpha, beta are normalised per frame: the raw scale (thousands of nats for loud frames) would swamp
-    float32 otherwise."""
+    """The HMM recursions for emissions log p(Y_n | k) [B, N, K], initial log p(k) [K] and log A [K, K]: the
+    smoothed p(k_n | Y_1..Y_N) [B, N, K], the log evidence log p(Y_1..Y_N) per clip [B] and, with
+    `count_transitions`, the expected number of k -> k' transitions summed over clips and frames [K, K] (EM's
+    statistic for A).
+
+    Scaled recursions in the probability domain (Rabiner, 1989), so that each frame is one small matrix
+    product: every frame's emissions are divided by their largest (the raw scale, thousands of nats for loud
+    frames, would swamp float32), and alpha, beta are normalised per frame. Log probabilities below
+    LOG_FLOOR are raised to it, so the likeliest shape of a frame can always be reached from the one before
+    and no frame's alpha underflows to all zeros."""
     peak = log_emission.amax(-1, keepdim=True)
-    emission = log_emission - peak
+    emission = (log_emission - peak).exp()  # the likeliest shape of every frame at 1
+    initial, transitions = log_initial.clamp_min(LOG_FLOOR).exp(), log_transitions.clamp_min(LOG_FLOOR).exp()
     frames = emission.shape[1]
-    alphas, norms = [], []  # alpha_n(k) = log p(k_n | Y_1..Y_n)
-    predicted = log_initial.expand_as(emission[:, 0])
+    alphas, norms = [], []  # alpha_n(k) = p(k_n | Y_1..Y_n)
+    predicted = initial.expand_as(emission[:, 0])
     for n in range(frames):
-        joint = predicted + emission[:, n]
-        norms.append(torch.logsumexp(joint, dim=-1, keepdim=True))
-        alphas.append(joint - norms[-1])
-        predicted = torch.logsumexp(alphas[-1].unsqueeze(-1) + log_transitions, dim=1)
-    counts = torch.zeros_like(log_transitions) if count_transitions else None
-    betas = [torch.zeros_like(emission[:, 0])]  # beta_n(k) = log p(Y_n+1..Y_N | k_n) + a constant per frame
+        joint = predicted * emission[:, n]
+        norms.append(joint.sum(-1, keepdim=True))
+        alphas.append(joint / norms[-1])
+        predicted = alphas[-1] @ transitions
+    counts = torch.zeros_like(transitions) if count_transitions else None
+    betas = [torch.ones_like(emission[:, 0])]  # beta_n(k) = p(Y_n+1..Y_N | k_n) times a constant per frame
     for n in range(frames - 1, 0, -1):
-        ahead = (emission[:, n] + betas[0]).unsqueeze(1)  # [B, 1, K']
+        ahead = emission[:, n] * betas[0]  # [B, K']
         if count_transitions:
-            pair = alphas[n - 1].unsqueeze(-1) + log_transitions + ahead  # log p(k_n-1, k_n | Y) + a constant
-            counts += torch.softmax(pair.flatten(1), dim=-1).sum(0).reshape_as(counts)
-        after = torch.logsumexp(log_transitions + ahead, dim=-1)
-        betas.insert(0, after - torch.logsumexp(after, dim=-1, keepdim=True))
-    posterior = torch.log_softmax(torch.stack(alphas, dim=1) + torch.stack(betas, dim=1), dim=-1)
-    evidence = (torch.cat(norms, dim=-1) + peak[..., 0]).sum(-1)
-    return posterior, evidence, counts
+            pair = alphas[n - 1].unsqueeze(-1) * transitions * ahead.unsqueeze(1)  # p(k_n-1, k_n | Y) x a constant
+            counts += (pair / pair.sum((1, 2), keepdim=True)).sum(0)
+        after = ahead @ transitions.T
+        betas.insert(0, after / after.sum(-1, keepdim=True))
+    posterior = torch.stack(alphas, dim=1) * torch.stack(betas, dim=1)
+    evidence = (torch.cat(norms, dim=-1).log() + peak[..., 0]).sum(-1)
+    return posterior / posterior.sum(-1, keepdim=True), evidence, counts
 
 
 def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, second: SpectralTemplatePrior
@@ -178,10 +195,9 @@ def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, 
                              - power @ (1 / (variances[0][c] + variances[1])).T
                              for c in range(len(variances[0]))], dim=2)
     if first.markov or second.markov:
-        log_joint = _pair_chain_posteriors(log_joint, first, second)
+        posterior = _pair_chain_posteriors(log_joint, first, second)
     else:
-        log_joint = log_joint - torch.logsumexp(log_joint.flatten(2), dim=-1)[..., None, None]
-    posterior = log_joint.exp()
+        posterior = (log_joint - torch.logsumexp(log_joint.flatten(2), dim=-1)[..., None, None]).exp()
     first_gain = sum(posterior[:, :, c] @ (variances[0][c] / (variances[0][c] + variances[1]))
                      for c in range(len(variances[0])))  # [B, N, F]
     first_source = spec * first_gain.transpose(1, 2)
@@ -191,15 +207,15 @@ def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, 
 
 def _pair_chain_posteriors(log_joint: torch.Tensor, first: SpectralTemplatePrior, second: SpectralTemplatePrior
                            ) -> torch.Tensor:
-    """log p(c_1, c_2 | all frames) [B, N, C1, C2] from log p(frame, c_1, c_2) by forward-backward over
+    """p(c_1, c_2 | all frames) [B, N, C1, C2] from log p(frame, c_1, c_2) by forward-backward over
     the pairs of shapes; within a pair, the gains are posterior-weighted per frame."""
     batch, frames = log_joint.shape[:2]
     (k1, g1), (k2, g2) = first.log_weights.shape, second.log_weights.shape
     per_gain = log_joint.reshape(batch, frames, k1, g1, k2, g2)
     log_pair_joint = torch.logsumexp(per_gain, dim=(3, 5))  # log p(k_1) p(k_2) p(Y | k_1, k_2) [B, N, K1, K2]
-    log_gains_given_pair = per_gain - log_pair_joint[:, :, :, None, :, None]
+    gains_given_pair = (per_gain - log_pair_joint[:, :, :, None, :, None]).exp()
     (initial_1, transitions_1), (initial_2, transitions_2) = first.shape_chain(), second.shape_chain()
     log_initial = (initial_1[:, None] + initial_2).flatten()
     log_transitions = (transitions_1[:, None, :, None] + transitions_2[None, :, None, :]).reshape(k1 * k2, k1 * k2)
-    log_pair, _, _ = forward_backward(log_pair_joint.flatten(2) - log_initial, log_initial, log_transitions)
-    return (log_pair.reshape(batch, frames, k1, 1, k2, 1) + log_gains_given_pair).reshape(log_joint.shape)
+    pair, _, _ = forward_backward(log_pair_joint.flatten(2) - log_initial, log_initial, log_transitions)
+    return (pair.reshape(batch, frames, k1, 1, k2, 1) * gains_given_pair).reshape(log_joint.shape)

@@ -94,13 +94,18 @@ def sample(priors: SourcePriors, mixture: torch.Tensor, schedule: DiffusionSched
     check_start(init, start_step, schedule.num_train_steps)
     first = len(schedule) - 1 if start_step is None else schedule.position_of_step(start_step)
     x = initial_state(mixture, len(priors), init, schedule, init_step, generator)
+    # the first step whose result is not finite, kept on the device: checked once, after the loop, so that no
+    # step waits for the device
+    first_bad = torch.full((), -1, device=x.device)
     for position in tqdm(range(first, -1, -1), desc="separating", unit="step", disable=not progress, leave=False):
         noise = _randn(x.shape, x, generator)
         result = guided_step(priors, schedule, position, x, mixture, noise, rule, objective)
-        if not torch.isfinite(result.x_next).all():
-            raise UnasdiffError(f"the sampler produced NaN/inf at step {int(schedule.timesteps[position])} "
-                                f"(method {type(rule).__name__}); lower the guidance strength or check the priors")
+        bad = (first_bad < 0) & ~torch.isfinite(result.x_next).all()
+        first_bad = torch.where(bad, schedule.timesteps[position].to(x.device), first_bad)
         x = result.x_next
         if on_step is not None:
             on_step(position, result)
+    if first_bad.item() >= 0:
+        raise UnasdiffError(f"the sampler produced NaN/inf at step {first_bad.item()} "
+                            f"(method {type(rule).__name__}); lower the guidance strength or check the priors")
     return rule.constrain(x, mixture, 1.0)
