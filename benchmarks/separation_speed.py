@@ -1,6 +1,14 @@
-"""Wall time and peak memory of separating one 4 s speech + sound mixture.
+"""Wall time and peak memory of separation: the bundled default on recordings of any length, and the samplers.
 
+    python benchmarks/separation_speed.py --bundled [--lengths 4 60 600] [--baseline DIR] [--variant NAME:KEY=V,..]
     python benchmarks/separation_speed.py [--device cuda] [--priors speech sound] [--steps 200 50]
+
+--bundled runs what a user runs, `scripts/separate.py mixture=FILE` and nothing else, on recordings made of the
+bundled example (examples/speech_sound/mixture.wav, speech + sound) repeated to each length, one process per
+row (peak RSS of that process): this checkout, each --variant (this checkout with overrides, e.g.
+"overlap0.5:window.overlap=0.5"), and with --baseline another checkout, e.g. an earlier commit in a worktree
+(`git worktree add /tmp/base <commit>`), on the lengths up to --baseline-max seconds. Ratios are against the
+baseline of the same length in this run.
 
 The cost of a step does not depend on the step count, so CPU runs default to 20 steps and the
 table extrapolates to the paper's 200.
@@ -13,12 +21,19 @@ one mixture at a time; our sampler also takes a batch of mixtures in one pass.
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
+
+REPO = Path(__file__).resolve().parent.parent
 
 SAMPLE_RATE = 16000
 
@@ -52,8 +67,60 @@ def measure(args) -> dict:
     return {"seconds": seconds, "peak_mb": peak}
 
 
+def make_recording(path: Path, seconds: float) -> None:
+    """The bundled example repeated (and cut) to `seconds`."""
+    example, rate = sf.read(REPO / "examples" / "speech_sound" / "mixture.wav", dtype="float32")
+    frames = int(seconds * rate)
+    sf.write(path, np.resize(example, frames), rate, subtype="FLOAT")
+
+
+def run_separate(checkout: Path, mixture: Path, out: Path, overrides: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of `scripts/separate.py mixture=...` in `checkout`, in its own process."""
+    cmd = [sys.executable, str(checkout / "scripts" / "separate.py"), f"mixture={mixture}", f"output_dir={out}",
+           "progress=false", "write.spectrogram=false", f"hydra.run.dir={out / 'hydra'}", *overrides]
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=checkout)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{checkout}/scripts/separate.py failed: {proc.stderr.read().decode()[-2000:]}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def bundled(args) -> None:
+    systems = [("this checkout", REPO, [])]
+    systems += [(name, REPO, overrides.split(",")) for name, overrides in (v.split(":", 1) for v in args.variant)]
+    if args.baseline:
+        systems.append((f"baseline ({args.baseline})", Path(args.baseline).resolve(), []))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seconds in args.lengths:
+            mixture = Path(tmp) / f"{seconds:g}s.wav"
+            make_recording(mixture, seconds)
+            for name, checkout, overrides in systems:
+                if checkout != REPO and seconds > args.baseline_max:
+                    continue
+                wall, peak = run_separate(checkout, mixture, Path(tmp) / "out", overrides)
+                rows.append((seconds, name, wall, peak))
+                print(f"  {seconds:g} s, {name}: {wall:.1f} s, peak RSS {peak:.0f} MB", flush=True)
+    print(f"\nscripts/separate.py mixture=FILE (the bundled default), the example repeated to each length; "
+          f"CPU, {torch.get_num_threads()} threads\n")
+    print("| recording | system | wall time (s) | real-time factor | peak RSS (MB) | x faster than the baseline |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    baseline = {s: w for s, n, w, _ in rows if n.startswith("baseline")}
+    for seconds, name, wall, peak in rows:
+        ratio = f"{baseline[seconds] / wall:.1f}" if seconds in baseline else ""
+        print(f"| {seconds:g} s | {name} | {wall:.1f} | {wall / seconds:.2f} | {peak:.0f} | {ratio} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundled", action="store_true", help="the bundled default on recordings (see above)")
+    parser.add_argument("--lengths", nargs="+", type=float, default=[4, 60, 600], help="--bundled: seconds")
+    parser.add_argument("--baseline", help="--bundled: another checkout to time beside this one")
+    parser.add_argument("--baseline-max", type=float, default=60, help="--bundled: longest recording for the baseline")
+    parser.add_argument("--variant", nargs="*", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="--bundled: this checkout with overrides")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--priors", nargs=2, default=["demo_speech", "demo_sound"], help="configs in configs/prior")
     parser.add_argument("--steps", nargs="+", type=int, default=[20])
@@ -63,6 +130,9 @@ def main():
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--step-count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bundled:
+        bundled(args)
+        return
     if args.measure:
         print(json.dumps(measure(args)))
         return

@@ -30,6 +30,8 @@ from torch import nn
 from ..diffusion import DiffusionSchedule
 
 GRADIENTS = ("exact", "wiener")
+TINY = 1e-30  # probabilities below are 0 for every purpose here, and far above float32's subnormals (1e-38)
+LOG_TINY = math.log(TINY)
 LOG_FLOOR = -80.0  # exp(-80) / K stays a normal float32 for K up to 10^4 shapes
 
 
@@ -95,15 +97,18 @@ class SpectralTemplatePrior(nn.Module):
         with `count_transitions` also gives the expected shape transitions [K, K] (forward_backward)."""
         if not self.markov:
             evidence = torch.logsumexp(log_joint, dim=-1, keepdim=True)
-            return (log_joint - evidence).exp(), evidence.sum((1, 2)), None
+            return probabilities(log_joint - evidence), evidence.sum((1, 2)), None
         templates, gains = self.log_weights.shape
         per_gain = log_joint.unflatten(-1, (templates, gains))  # log pi_k + log p(g | k) + log p(Y | k, g)
-        log_shape_joint = torch.logsumexp(per_gain, dim=-1)  # log pi_k + log p(Y | k)
-        gain_given_shape = (per_gain - log_shape_joint.unsqueeze(-1)).exp()  # p(g | k, Y)
+        peak = per_gain.amax(-1, keepdim=True)
+        scaled = probabilities(per_gain - peak)  # one exponential serves both lines below
+        total = scaled.sum(-1, keepdim=True)  # >= 1: the peak is exp(0)
+        log_shape_joint = (peak + total.log())[..., 0]  # log pi_k + log p(Y | k)
+        gain_given_shape = scaled / total  # p(g | k, Y)
         log_shape_weights, log_transitions = self.shape_chain()
         shape, evidence, counts = forward_backward(log_shape_joint - log_shape_weights, log_shape_weights,
                                                    log_transitions, count_transitions)
-        return (shape.unsqueeze(-1) * gain_given_shape).flatten(-2), evidence, counts
+        return flush_tiny((shape.unsqueeze(-1) * gain_given_shape).flatten(-2)), evidence, counts
 
     def shape_chain(self) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(k) [K] and log A [K, K] of the shapes; for independent frames every row of A is p(k)."""
@@ -112,30 +117,40 @@ class SpectralTemplatePrior(nn.Module):
             return log_shape_weights, self.log_transitions
         return log_shape_weights, log_shape_weights.expand(len(log_shape_weights), -1)
 
-    def responsibilities(self, power: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
-        """p(component | frames) for frames of |Y|^2 `power` [B, F, N] under per-component variances of Y
-        [C, F] or [B, C, F] -> [B, C, N]."""
-        return self.posteriors(self.log_joint(power.transpose(1, 2), variances))[0].transpose(1, 2)
-
     def denoise(self, x_t: torch.Tensor, signal: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
-        """E[a x0 | x_t] for x_t = a x0 + s eps, with a = `signal`, s = `spread` of shape [B, 1, 1] or [1, 1, 1]."""
+        """E[a x0 | x_t] for x_t = a x0 + s eps, with a = `signal`, s = `spread` of shape [B, 1] or [1, 1] (one
+        noise level for the batch: one set of Wiener gains, and the products are single matrix products)."""
         spec = self.stft(x_t)  # [B, F, N]
-        clean = signal**2 * self.component_variances()[None]  # [B, C, F]
-        noisy = clean + spread**2 * self.noise_power
+        if signal.shape[0] == 1:
+            signal, spread = signal[0], spread[0]  # [1]: component variances [C, F] for every clip
+        clean = signal[..., None] ** 2 * self.component_variances()  # [C, F] or [B, C, F]
+        noisy = clean + spread[..., None] ** 2 * self.noise_power
         power = spec.real**2 + spec.imag**2
         with torch.no_grad() if self.gradient == "wiener" else contextlib.nullcontext():
-            resp = self.responsibilities(power, noisy)  # [B, C, N]
-        gain = (resp.transpose(1, 2) @ (clean / noisy)).transpose(1, 2)  # [B, F, N]
-        return self.istft(spec * gain, x_t.shape[-1])
+            resp = self.posteriors(self.log_joint(power.transpose(1, 2), noisy))[0]  # [B, N, C]
+        gain = resp @ (clean / noisy)  # [B, N, F]
+        return self.istft(spec * gain.transpose(1, 2), x_t.shape[-1])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        steps = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0]) // self.schedule.time_scale
-        if (steps == steps[0]).all():  # the sampler's case: one step for the batch, one set of Wiener gains
+        steps = torch.as_tensor(t).reshape(-1).expand(x_t.shape[0]) // self.schedule.time_scale
+        # the sampler's case, one step for the whole batch, checked only where that costs no wait for a device
+        if steps.device.type == "cpu" and bool((steps == steps[0]).all()):
             steps = steps[:1]
-        abar = self.schedule.alphas_cumprod.to(x_t.device)[steps].reshape(-1, 1, 1)
+        abar = self.schedule.alphas_cumprod.to(x_t.device)[steps.to(x_t.device)].reshape(-1, 1)
         signal, spread = abar.sqrt(), (1 - abar).sqrt()
         estimate = self.denoise(x_t.to(torch.promote_types(x_t.dtype, torch.float32)), signal, spread)  # fp16 -> fp32
-        return ((x_t - estimate) / spread[:, 0]).to(x_t.dtype)
+        return ((x_t - estimate) / spread).to(x_t.dtype)
+
+
+def flush_tiny(p: torch.Tensor) -> torch.Tensor:
+    """Probabilities below TINY set to 0. Most components of a frame are thousands of nats below the best, and
+    on a CPU subnormal floats make matrix products hundreds of times slower (exp of such logs, 20 times)."""
+    return torch.where(p < TINY, 0.0, p)
+
+
+def probabilities(log_p: torch.Tensor) -> torch.Tensor:
+    """exp(log_p), exactly 0 below TINY (the exponent clamped first: see flush_tiny)."""
+    return flush_tiny(log_p.clamp_min(LOG_TINY - 1).exp())
 
 
 def forward_backward(log_emission: torch.Tensor, log_initial: torch.Tensor, log_transitions: torch.Tensor,
@@ -151,7 +166,7 @@ def forward_backward(log_emission: torch.Tensor, log_initial: torch.Tensor, log_
     LOG_FLOOR are raised to it, so the likeliest shape of a frame can always be reached from the one before
     and no frame's alpha underflows to all zeros."""
     peak = log_emission.amax(-1, keepdim=True)
-    emission = (log_emission - peak).exp()  # the likeliest shape of every frame at 1
+    emission = probabilities(log_emission - peak)  # the likeliest shape of every frame at 1
     initial, transitions = log_initial.clamp_min(LOG_FLOOR).exp(), log_transitions.clamp_min(LOG_FLOOR).exp()
     frames = emission.shape[1]
     alphas, norms = [], []  # alpha_n(k) = p(k_n | Y_1..Y_n)
@@ -197,7 +212,7 @@ def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, 
     if first.markov or second.markov:
         posterior = _pair_chain_posteriors(log_joint, first, second)
     else:
-        posterior = (log_joint - torch.logsumexp(log_joint.flatten(2), dim=-1)[..., None, None]).exp()
+        posterior = probabilities(log_joint - torch.logsumexp(log_joint.flatten(2), dim=-1)[..., None, None])
     first_gain = sum(posterior[:, :, c] @ (variances[0][c] / (variances[0][c] + variances[1]))
                      for c in range(len(variances[0])))  # [B, N, F]
     first_source = spec * first_gain.transpose(1, 2)
@@ -213,7 +228,7 @@ def _pair_chain_posteriors(log_joint: torch.Tensor, first: SpectralTemplatePrior
     (k1, g1), (k2, g2) = first.log_weights.shape, second.log_weights.shape
     per_gain = log_joint.reshape(batch, frames, k1, g1, k2, g2)
     log_pair_joint = torch.logsumexp(per_gain, dim=(3, 5))  # log p(k_1) p(k_2) p(Y | k_1, k_2) [B, N, K1, K2]
-    gains_given_pair = (per_gain - log_pair_joint[:, :, :, None, :, None]).exp()
+    gains_given_pair = probabilities(per_gain - log_pair_joint[:, :, :, None, :, None])
     (initial_1, transitions_1), (initial_2, transitions_2) = first.shape_chain(), second.shape_chain()
     log_initial = (initial_1[:, None] + initial_2).flatten()
     log_transitions = (transitions_1[:, None, :, None] + transitions_2[None, :, None, :]).reshape(k1 * k2, k1 * k2)

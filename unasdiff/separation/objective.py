@@ -24,8 +24,12 @@ class ReconstructionObjective:
         residual = mixture - estimate
         loss = residual.norm(dim=-1)
         if self.chunk_weight:
-            pieces = torch.chunk(residual, self.chunks, dim=-1)
-            loss = loss + self.chunk_weight * sum(p.norm(dim=-1) for p in pieces)
+            # torch.chunk's pieces as rows of one tensor: the last, shorter piece zero-padded (norms unchanged)
+            length = residual.shape[-1]
+            size = -(-length // self.chunks)
+            pieces = -(-length // size)
+            rows = torch.nn.functional.pad(residual, (0, pieces * size - length)).unflatten(-1, (pieces, size))
+            loss = loss + self.chunk_weight * rows.norm(dim=-1).sum(-1)
         if self.spectral_weight:
             window = torch.hann_window(self.n_fft, device=mixture.device, dtype=mixture.dtype)
             def magnitude(x):
