@@ -93,7 +93,10 @@ def test_preset_auto_takes_the_bundled_priors_and_whatever_the_command_line_sets
     assert dict(cfg.priors) == {"speech": "template_speech", "sound": "template_sound"}
     assert (cfg.sampler.method, cfg.sampler.steps) == ("dps", 50)  # the user's
     assert (cfg.sampler.n_samples, cfg.sampler.start_step, cfg.sampler.consistency) == (16, 174, "wiener")  # preset's
+    assert (cfg.template_gradient, cfg.window.overlap, cfg.window.batch) == ("wiener", 0.125, 4)  # preset's
     assert compose_config("separate", ["sampler.n_samples=2"]).sampler.n_samples == 2
+    mine = compose_config("separate", ["template_gradient=exact", "window.overlap=0.5"])
+    assert (mine.template_gradient, mine.window.overlap) == ("exact", 0.5)
     published = compose_config("separate", ["preset=published"])
     assert dict(published.priors) == {"speech": "speech", "sound": "sound"}
     assert (published.sampler.steps, published.sampler.n_samples, published.sampler.start_step) == (200, 1, None)
@@ -189,6 +192,7 @@ def test_no_arguments_separate_the_bundled_example_with_the_bundled_priors(tmp_p
     assert ("sampler: hybrid, 2 steps from step 174, the mixture noised to step 174, mean of 16 sample(s), "
             "consistency wiener") in out
     assert "speech prior: template_speech" in out and "sound prior: template_sound" in out
+    assert "windows: 4 s, overlap 0.125, 4 per batch; template gradient wiener" in out
     summary = json.loads((tmp_path / "separation.json").read_text())
     assert summary["sources"] == ["speech", "sound"] and len(summary["scores"]["si_sdri"]) == 2
     waves = []

@@ -195,6 +195,9 @@ class Separator:
         start = "the last step" if s.start_step is None else f"step {s.start_step}"
         lines.append(f"sampler: {s.method}, {s.steps} steps from {start}, {init}, mean of {s.n_samples} sample(s), "
                      f"consistency {s.consistency}")
+        templates = any(isinstance(m, SpectralTemplatePrior) for p in self.priors.values() for m in p.net.modules())
+        lines.append(f"windows: {cfg.window.seconds:g} s, overlap {cfg.window.overlap:g}, {cfg.window.batch} per batch"
+                     + (f"; template gradient {cfg.template_gradient}" if templates else ""))
         return lines
 
     def separate_file(self, path, labels: list | None = None) -> Separation:
