@@ -29,7 +29,7 @@ def _shaped_noise(shape, batch, length, n_fft, generator):
     """Noise whose STFT coefficients have variance `shape` per bin (approximately: shaped in the STFT domain)."""
     prior = _prior([shape], n_fft=n_fft)
     white = torch.randn(batch, length, generator=generator)
-    spec = prior.stft(white) * (torch.as_tensor(shape) / prior.noise_power).sqrt()[:, None]
+    spec = prior.stft(white) * (torch.as_tensor(shape) / prior.noise_power).sqrt()
     return prior.istft(spec, length)
 
 
@@ -54,7 +54,7 @@ def test_responsibilities_pick_the_template_a_frame_came_from():
     for k, shape in enumerate((low, high)):
         x = _shaped_noise(shape, 1, 256 * 20, 256, g)
         spec = prior.stft(x)
-        power = (spec.real**2 + spec.imag**2).transpose(1, 2)
+        power = spec.real**2 + spec.imag**2
         resp = prior.posteriors(prior.log_joint(power, prior.component_variances() + 1e-6))[0]
         assert (resp[0, 2:-2, k] > 0.99).all()  # inner frames (the edges are reflection-padded)
 
@@ -256,7 +256,7 @@ def test_the_exact_posterior_mean_matches_enumerating_every_sequence_of_componen
     first, second = _random_prior(g, markov=True), _random_prior(g, markov=False)
     mixture = 0.7 * torch.randn(1, 16, generator=g, dtype=torch.float64)
     spec = first.stft(mixture)[0]
-    power = (spec.real**2 + spec.imag**2).T  # [N, F]
+    power = spec.real**2 + spec.imag**2  # [N, F]
     frames = power.shape[0]
     v1, v2 = first.component_variances(), second.component_variances()
     w1, w2 = first.log_weights.logsumexp(-1), second.log_weights.logsumexp(-1)
@@ -276,7 +276,7 @@ def test_the_exact_posterior_mean_matches_enumerating_every_sequence_of_componen
         total = total + weight
         for n, (c1, c2) in enumerate(pairs):
             numerator[n] += weight * v1[c1] / (v1[c1] + v2[c2])
-    expected = first.istft((spec * (numerator / total).T)[None], 16)
+    expected = first.istft((spec * numerator / total)[None], 16)
     sources = posterior_mean_sources(mixture, first, second)
     torch.testing.assert_close(sources[:, 0], expected)
     torch.testing.assert_close(sources.sum(1), mixture)
@@ -287,7 +287,7 @@ def test_the_exact_posterior_mean_of_one_template_each_is_the_wiener_filter():
     first, second = _random_prior(g, False, 1, 1, n_fft=64), _random_prior(g, False, 1, 1, n_fft=64)
     mixture = torch.randn(2, 640, generator=g, dtype=torch.float64)
     wiener = first.shapes[0] / (first.shapes[0] + second.shapes[0])
-    expected = first.istft(first.stft(mixture) * wiener[:, None], 640)
+    expected = first.istft(first.stft(mixture) * wiener, 640)
     torch.testing.assert_close(posterior_mean_sources(mixture, first, second)[:, 0], expected)
 
 
@@ -339,7 +339,7 @@ def test_the_wiener_gradient_is_the_exact_one_for_a_single_component_and_the_fil
     spread = (1 - abar).sqrt()
 
     def filtered(x):  # eps = (x - iSTFT(w STFT(x))) / s, written out
-        return (x - exact.istft(exact.stft(x) * w[:, None], x.shape[-1])) / spread
+        return (x - exact.istft(exact.stft(x) * w, x.shape[-1])) / spread
 
     x = x_t.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad((filtered(x) * v).sum(), x)

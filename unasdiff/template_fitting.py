@@ -32,7 +32,7 @@ CHUNK = 65536
 def frame_powers(prior: SpectralTemplatePrior, crops: torch.Tensor) -> torch.Tensor:
     """|STFT|^2 of every frame of crops [B, L] -> [B, N, F] (each crop a sequence of frames)."""
     spec = prior.stft(crops)
-    return (spec.real**2 + spec.imag**2).transpose(1, 2)
+    return spec.real**2 + spec.imag**2
 
 
 def initial_shapes(power: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:

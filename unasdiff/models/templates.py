@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..diffusion import DiffusionSchedule
+from ..stft import HalfOverlapSTFT
 
 GRADIENTS = ("exact", "wiener")
 TINY = 1e-30  # probabilities below are 0 for every purpose here, and far above float32's subnormals (1e-38)
@@ -74,11 +75,12 @@ class SpectralTemplatePrior(nn.Module):
         return float(self.window.pow(2).sum())
 
     def stft(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, L] -> [B, F, N] complex."""
-        return torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True)
+        """[B, L] -> [B, N, F] complex: frames first (torch.stft(center=True) transposed)."""
+        return HalfOverlapSTFT(self.window.to(x.dtype)).stft(x)
 
     def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        return torch.istft(spec, self.n_fft, self.hop_length, window=self.window, center=True, length=length)
+        """[B, N, F] -> [B, L], the inverse of `stft`."""
+        return HalfOverlapSTFT(self.window.to(spec.real.dtype)).istft(spec, length)
 
     def component_variances(self) -> torch.Tensor:
         """Variance of every (shape, gain) component per bin: [K * G, F]."""
@@ -120,16 +122,16 @@ class SpectralTemplatePrior(nn.Module):
     def denoise(self, x_t: torch.Tensor, signal: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
         """E[a x0 | x_t] for x_t = a x0 + s eps, with a = `signal`, s = `spread` of shape [B, 1] or [1, 1] (one
         noise level for the batch: one set of Wiener gains, and the products are single matrix products)."""
-        spec = self.stft(x_t)  # [B, F, N]
+        spec = self.stft(x_t)  # [B, N, F]
         if signal.shape[0] == 1:
             signal, spread = signal[0], spread[0]  # [1]: component variances [C, F] for every clip
         clean = signal[..., None] ** 2 * self.component_variances()  # [C, F] or [B, C, F]
         noisy = clean + spread[..., None] ** 2 * self.noise_power
         power = spec.real**2 + spec.imag**2
         with torch.no_grad() if self.gradient == "wiener" else contextlib.nullcontext():
-            resp = self.posteriors(self.log_joint(power.transpose(1, 2), noisy))[0]  # [B, N, C]
+            resp = self.posteriors(self.log_joint(power, noisy))[0]  # [B, N, C]
         gain = resp @ (clean / noisy)  # [B, N, F]
-        return self.istft(spec * gain.transpose(1, 2), x_t.shape[-1])
+        return self.istft(spec * gain, x_t.shape[-1])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         steps = torch.as_tensor(t).reshape(-1).expand(x_t.shape[0]) // self.schedule.time_scale
@@ -201,8 +203,8 @@ def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, 
     Wiener filter v_c1 / (v_c1 + v_c2) of Y. The estimates sum to the mixture."""
     if first.n_fft != second.n_fft:
         raise ValueError(f"both template priors need the same STFT, got n_fft {first.n_fft} and {second.n_fft}")
-    spec = first.stft(mixture.to(first.shapes.dtype))  # [B, F, N]
-    power = (spec.real**2 + spec.imag**2).transpose(1, 2)  # [B, N, F]
+    spec = first.stft(mixture.to(first.shapes.dtype))  # [B, N, F]
+    power = spec.real**2 + spec.imag**2
     variances = first.component_variances(), second.component_variances()  # [C1, F], [C2, F]
     log_weights = first.log_weights.flatten(), second.log_weights.flatten()
     # log p(frame, c_1, c_2) [B, N, C1, C2], one component of the first prior at a time ([C2, F] at once)
@@ -215,7 +217,7 @@ def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, 
         posterior = probabilities(log_joint - torch.logsumexp(log_joint.flatten(2), dim=-1)[..., None, None])
     first_gain = sum(posterior[:, :, c] @ (variances[0][c] / (variances[0][c] + variances[1]))
                      for c in range(len(variances[0])))  # [B, N, F]
-    first_source = spec * first_gain.transpose(1, 2)
+    first_source = spec * first_gain
     sources = torch.stack([first_source, spec - first_source], dim=1).flatten(0, 1)
     return first.istft(sources, mixture.shape[-1]).unflatten(0, (mixture.shape[0], 2)).to(mixture.dtype)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..stft import HalfOverlapSTFT, magnitude
+
 
 @dataclass(frozen=True)
 class ReconstructionObjective:
@@ -32,7 +34,11 @@ class ReconstructionObjective:
             loss = loss + self.chunk_weight * rows.norm(dim=-1).sum(-1)
         if self.spectral_weight:
             window = torch.hann_window(self.n_fft, device=mixture.device, dtype=mixture.dtype)
-            def magnitude(x):
-                return torch.stft(x, self.n_fft, self.hop_length, window=window, center=True, return_complex=True).abs()
-            loss = loss + self.spectral_weight * (magnitude(estimate) - magnitude(mixture)).flatten(1).norm(dim=-1)
+            if 2 * self.hop_length == self.n_fft:  # the same STFT with closed-form gradients (stft.py)
+                transform = HalfOverlapSTFT(window).stft
+            else:
+                def transform(x):
+                    return torch.stft(x, self.n_fft, self.hop_length, window=window, center=True, return_complex=True)
+            distance = magnitude(transform(estimate)) - magnitude(transform(mixture))
+            loss = loss + self.spectral_weight * distance.flatten(1).norm(dim=-1)
         return loss
