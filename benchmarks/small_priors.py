@@ -57,7 +57,7 @@ for steps in (200, 100, 50, 25):
     SYSTEMS[f"hybrid-{steps}-noise-init"] = SYSTEMS[f"hybrid-{steps}"] + ["sampler.init=noise"]
     SYSTEMS[f"msdm_dirac-{steps}-noise-init"] = SYSTEMS[f"msdm_dirac-{steps}"] + ["sampler.init=noise"]
     for rule in ("hybrid", "msdm_dirac"):
-        for samples in (4, 16, 32, 64):
+        for samples in (4, 8, 16, 32, 64):
             SYSTEMS[f"{rule}-{steps}-{samples}samples"] = SYSTEMS[f"{rule}-{steps}"] + [f"sampler.n_samples={samples}"]
 PRIORS = {"network": ("demo_speech", "demo_sound"), "template": ("template_speech", "template_sound"),
           "residual": ("residual_speech", "residual_sound")}

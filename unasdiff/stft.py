@@ -1,8 +1,8 @@
 """The STFT with half-overlapping frames (hop = n_fft / 2) and its inverse, each with a closed-form adjoint.
 
 The same transforms as torch.stft / torch.istft with center=True (reflect padding) and that hop, but
-frames are cut and overlap-added by reshaping the signal into hop-long blocks (frame n is blocks n and
-n + 1), and the gradients are the transforms' adjoints written out: one rfft or irfft each, where
+frames are a strided view of the signal and are overlap-added as hop-long blocks (frame n is blocks n
+and n + 1), and the gradients are the transforms' adjoints written out: one rfft or irfft each, where
 autograd of torch.stft zero-fills a two-sided spectrum and runs a full complex FFT (on a CPU that was
 half the time of a guided step of the template prior). Spectra are [B, N, F]: frames first, as the frame
 models use them.
@@ -33,15 +33,17 @@ class HalfOverlapSTFT:
 
     # the pieces, each a plain function of tensors
 
-    def frames(self, blocks: torch.Tensor) -> torch.Tensor:
-        """[B, N + 1, hop] -> windowed frames [B, N, n_fft]."""
-        return torch.cat([blocks[:, :-1], blocks[:, 1:]], dim=-1) * self.window
+    def frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """[B, (N + 1) hop] -> windowed frames [B, N, n_fft] (a strided view, windowed in one pass)."""
+        return padded.unfold(-1, self.n_fft, self.hop) * self.window
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """Windowed frames [B, N, n_fft] -> [B, N + 1, hop], the transpose of `frames`."""
-        frames = frames * self.window
-        pad = torch.nn.functional.pad
-        return pad(frames[..., :self.hop], (0, 0, 0, 1)) + pad(frames[..., self.hop:], (0, 0, 1, 0))
+        batch, count, _ = frames.shape
+        out = frames.new_zeros(batch, count + 1, self.hop)
+        out[:, :-1].addcmul_(frames[..., :self.hop], self.window[:self.hop])
+        out[:, 1:].addcmul_(frames[..., self.hop:], self.window[self.hop:])
+        return out
 
     def envelope(self, count: int, like: torch.Tensor) -> torch.Tensor:
         """sum over `count` frames of window^2 at each padded sample [(count + 1) * hop]."""
@@ -66,17 +68,16 @@ def _count(length: int, hop: int) -> int:
 class _Stft(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, t: HalfOverlapSTFT) -> torch.Tensor:
-        batch, length = x.shape
+        length = x.shape[-1]
         count = _count(length, t.hop)
         padded = torch.nn.functional.pad(x[:, None], (t.hop, t.hop), mode="reflect")[:, 0]
-        blocks = padded[:, :(count + 1) * t.hop].reshape(batch, count + 1, t.hop)
         ctx.t, ctx.length = t, length
-        return torch.fft.rfft(t.frames(blocks), dim=-1)
+        return torch.fft.rfft(t.frames(padded[:, :(count + 1) * t.hop]), dim=-1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         t, length, hop = ctx.t, ctx.length, ctx.t.hop
-        frames = torch.fft.irfft(grad / t.scale(grad), n=t.n_fft, dim=-1) * t.n_fft
+        frames = torch.fft.irfft(grad * (t.n_fft / t.scale(grad)), n=t.n_fft, dim=-1)
         padded = t.overlap_add(frames).flatten(1)  # [B, (N + 1) hop], the padded signal's first samples
         padded = torch.nn.functional.pad(padded, (0, length + 2 * hop - padded.shape[-1]))
         x = padded[:, hop:hop + length].clone()
@@ -100,10 +101,10 @@ class _Istft(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         t, hop = ctx.t, ctx.t.hop
-        batch, length = grad.shape
+        length = grad.shape[-1]
         count = _count(length, hop)
         padded = torch.nn.functional.pad(grad / ctx.envelope, (hop, (count + 1) * hop - hop - length))
-        spec = torch.fft.rfft(t.frames(padded.reshape(batch, count + 1, hop)), dim=-1)
+        spec = torch.fft.rfft(t.frames(padded), dim=-1)
         return spec * (t.scale(spec) / t.n_fft), None, None
 
 

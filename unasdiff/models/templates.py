@@ -89,8 +89,11 @@ class SpectralTemplatePrior(nn.Module):
     def log_joint(self, frames: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
         """log p(frame, component) up to a constant, for frames of |Y|^2 [..., N, F] under per-component
         variances of Y [C, F] or [B, C, F] -> [..., N, C]: the complex Gaussian likelihood plus the log weight."""
-        log_lik = -(frames @ (1 / variances).transpose(-1, -2)) - variances.log().sum(-1).unsqueeze(-2)
-        return log_lik + self.log_weights.flatten()
+        bias = self.log_weights.flatten() - variances.log().sum(-1)  # [C] or [B, C]
+        precision = -(1 / variances).transpose(-1, -2)  # [F, C] or [B, F, C]
+        if precision.dim() == 2:  # one matrix product for all frames, the bias added inside it
+            return torch.addmm(bias, frames.flatten(0, -2), precision).unflatten(0, frames.shape[:-1])
+        return torch.baddbmm(bias.unsqueeze(-2), frames, precision)
 
     def posteriors(self, log_joint: torch.Tensor, count_transitions: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -103,14 +106,15 @@ class SpectralTemplatePrior(nn.Module):
         templates, gains = self.log_weights.shape
         per_gain = log_joint.unflatten(-1, (templates, gains))  # log pi_k + log p(g | k) + log p(Y | k, g)
         peak = per_gain.amax(-1, keepdim=True)
-        scaled = probabilities(per_gain - peak)  # one exponential serves both lines below
+        # one exponential serves the shapes' evidence and p(g | k, Y) = scaled / total; its values are normal
+        # floats (>= TINY / e), and the product below is flushed, so it needs no flush of its own
+        scaled = (per_gain - peak).clamp_min_(LOG_TINY - 1).exp_()
         total = scaled.sum(-1, keepdim=True)  # >= 1: the peak is exp(0)
         log_shape_joint = (peak + total.log())[..., 0]  # log pi_k + log p(Y | k)
-        gain_given_shape = scaled / total  # p(g | k, Y)
         log_shape_weights, log_transitions = self.shape_chain()
         shape, evidence, counts = forward_backward(log_shape_joint - log_shape_weights, log_shape_weights,
                                                    log_transitions, count_transitions)
-        return flush_tiny((shape.unsqueeze(-1) * gain_given_shape).flatten(-2)), evidence, counts
+        return flush_tiny((scaled * (shape.unsqueeze(-1) / total)).flatten(-2)), evidence, counts
 
     def shape_chain(self) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(k) [K] and log A [K, K] of the shapes; for independent frames every row of A is p(k)."""
@@ -147,7 +151,7 @@ class SpectralTemplatePrior(nn.Module):
 def flush_tiny(p: torch.Tensor) -> torch.Tensor:
     """Probabilities below TINY set to 0. Most components of a frame are thousands of nats below the best, and
     on a CPU subnormal floats make matrix products hundreds of times slower (exp of such logs, 20 times)."""
-    return torch.where(p < TINY, 0.0, p)
+    return torch.nn.functional.threshold(p, TINY, 0.0)  # one pass: p where p > TINY, else 0
 
 
 def probabilities(log_p: torch.Tensor) -> torch.Tensor:
