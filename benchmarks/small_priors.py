@@ -33,15 +33,20 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from unasdiff.audio import load_audio, write_audio  # noqa: E402
 from unasdiff.config import CONFIG_DIR, REPO_ROOT  # noqa: E402
+from unasdiff.data.corpora import folder_clips  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.evaluate import run as evaluate  # noqa: E402
 from unasdiff.separation import CONSISTENCY  # noqa: E402
@@ -66,8 +71,16 @@ DEMO_DATA = REPO_ROOT / "data" / "demo"  # scripts/gather_demo_audio.py's output
 # (spoken letters in 20 languages; animals, vehicles, instruments, household sounds and percussion).
 VALIDATION_PACKAGES = {"speech": ("klettres-data",),
                        "sound": ("tuxpaint-stamps-default", "gcompris-qt-data", "sonic-pi-samples")}
+# Mixtures of two speakers draw distinct voices: the folders of a package that hold one voice each (klettres-data
+# records every language with one speaker). Its clips are single letters and syllables (1.4 s on average) where
+# the held-out talkers speak whole sentences, so each voice's clips are joined in random order into streams of
+# VOICE_STREAM_SECONDS (<results>/mixtures/speech-voices/<package>-<voice>/<n>.wav): continuous speech of one
+# voice, overlapped by the recipe as the held-out sentences are.
+VOICE_FOLDERS = {"klettres-data": "klettres/*"}
+VOICE_STREAMS, VOICE_STREAM_SECONDS = 6, 6.0
 
 
+SAMPLE_RATE = 16000
 MANIFEST_SIZE = 30  # mixtures written to a new manifest (--manifest-size)
 TASKS = ("speech_sound", "speech_2sound", "sound_sound", "sound_3sound", "speech_speech")  # the recipe's (configs/task)
 
@@ -105,6 +118,28 @@ def fit_id(configs: dict) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
+def write_voice_streams(package: Path, voice_glob: str, out: Path, seed: int) -> None:
+    """VOICE_STREAMS streams per voice folder of `package` (once): its clips joined in a random order."""
+    rng = np.random.default_rng(seed)
+    for voice in sorted(p for p in package.glob(voice_glob) if p.is_dir()):
+        folder = out / f"{package.name}-{voice.name}"
+        if folder.is_dir():
+            continue
+        clips = [clip.path for clip in folder_clips(voice)]
+        streams = []
+        for _ in range(VOICE_STREAMS):
+            pieces, length = [], 0
+            while length < VOICE_STREAM_SECONDS * SAMPLE_RATE:
+                pieces.append(load_audio(clips[int(rng.integers(len(clips)))], SAMPLE_RATE)[0])
+                length += len(pieces[-1])
+            streams.append(torch.cat(pieces)[:int(VOICE_STREAM_SECONDS * SAMPLE_RATE)])
+        out.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=out))  # a stopped run leaves no half voice
+        for n, stream in enumerate(streams):
+            write_audio(partial / f"{n}.wav", stream, SAMPLE_RATE)
+        partial.rename(folder)
+
+
 def validation_priors(args) -> None:
     """Fit template priors without VALIDATION_PACKAGES (once) and point args.speech/args.sound at them;
     link the held-out packages into <results>/mixtures/<role>/ for the validation mixtures."""
@@ -117,6 +152,9 @@ def validation_priors(args) -> None:
                 raise UnasdiffError(f"{train / package} not found: run scripts/gather_demo_audio.py")
             if not (mixtures / package).exists():
                 (mixtures / package).symlink_to((train / package).resolve(), target_is_directory=True)
+            if role == "speech" and package in VOICE_FOLDERS:
+                write_voice_streams(train / package, VOICE_FOLDERS[package], mixtures.with_name("speech-voices"),
+                                    args.seed)
     if args.priors != "template":
         return
     configs = {}
@@ -133,6 +171,12 @@ def validation_priors(args) -> None:
         if not Path(cfg.out).exists():
             fit_template(cfg)
         setattr(args, role, getattr(args, role) or cfg.out)
+
+
+def speech_folder(args) -> str:
+    """The folder of <results>/mixtures (or heldout) that speech is drawn from: one voice per group where a
+    validation task has several speakers."""
+    return "speech-voices" if args.validation and args.task == "speech_speech" else "speech"
 
 
 def system_config(name: str, args) -> DictConfig:
@@ -152,7 +196,8 @@ def system_config(name: str, args) -> DictConfig:
         manifest = Path(args.results) / args.task / "manifest.json"
         overrides += [f"task={args.task}", f"n_mixtures={args.manifest_size}",
                       f"max_mixtures={args.mixtures or 'null'}", f"make_manifest={not manifest.exists()}",
-                      f"data.speech_folder={args.audio / 'speech'}", f"data.sound_folder={args.audio / 'sound'}"]
+                      f"data.speech_folder={args.audio / speech_folder(args)}",
+                      f"data.sound_folder={args.audio / 'sound'}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="evaluate", overrides=overrides)
 
