@@ -29,6 +29,7 @@ from .runtime import pick_device, tune_cpu_allocator
 from .separation import separate
 from .separation.alignment import interchangeable_groups
 from .separation.classify import choose_labels, denoising_errors
+from .separation.grouping import SegmentGrouping
 from .separation.sampler import check_start
 from .separation.windows import separate_in_windows
 
@@ -161,6 +162,17 @@ def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> 
     raise UnasdiffError(f"level.mode must be rms, peak or none, not {level.mode!r}")
 
 
+def segment_grouping(seconds, sample_rate: int) -> SegmentGrouping | None:
+    """The grouping of interchangeable sources that sampler.grouping_segment asks for (None: off)."""
+    if seconds is None:
+        return None
+    try:
+        return SegmentGrouping(float(seconds), sample_rate)
+    except (TypeError, ValueError) as err:
+        raise UnasdiffError(f"sampler.grouping_segment={seconds}: {err}; give seconds such as 0.25, "
+                            f"or null for no grouping") from None
+
+
 class Separator:
     """The priors of a config, loaded once, and the settings that separate a mixture with them.
 
@@ -176,6 +188,7 @@ class Separator:
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu":
             tune_cpu_allocator()
+        self.grouping = segment_grouping(cfg.sampler.grouping_segment, cfg.sample_rate)
         self.roles = list(cfg.task.sources or [])  # the task's sources, in output order
         self.priors = load_priors(cfg, roles or self.roles, self.device)
         # evaluation passes its roles and takes each mixture's labels from the manifest
@@ -194,7 +207,9 @@ class Separator:
         init = f"the mixture noised to step {s.init_step}" if s.init == "mixture" else f"init {s.init}"
         start = "the last step" if s.start_step is None else f"step {s.start_step}"
         lines.append(f"sampler: {s.method}, {s.steps} steps from {start}, {init}, mean of {s.n_samples} sample(s), "
-                     f"consistency {s.consistency}")
+                     f"consistency {s.consistency}"
+                     + ("" if s.grouping_segment is None
+                        else f", interchangeable sources grouped per {s.grouping_segment:g} s"))
         templates = any(isinstance(m, SpectralTemplatePrior) for p in self.priors.values() for m in p.net.modules())
         lines.append(f"windows: {cfg.window.seconds:g} s, overlap {cfg.window.overlap:g}, {cfg.window.batch} per batch"
                      + (f"; template gradient {cfg.template_gradient}" if templates else ""))
@@ -269,7 +284,8 @@ class Separator:
     def separate_at_level(self, mixture: torch.Tensor, roles: list[str], labels: list,
                           generator: torch.Generator) -> torch.Tensor:
         """mixture [L] at the priors' rate, already at the working level -> sources [K, L]; interchangeable
-        sources (the same prior and label) keep one order across windows."""
+        sources (the same prior and label) keep one order across windows, and with sampler.grouping_segment
+        one voice each, segment by segment (grouping.py)."""
         sampler, cfg = self.cfg.sampler, self.cfg
         nets = [self.priors[role].net for role in roles]
 
@@ -282,8 +298,12 @@ class Separator:
                             **sampler.rules[sampler.method])
 
         window = int(cfg.window.seconds * cfg.sample_rate)
-        return separate_in_windows(mixture, separate_windows, window, cfg.window.overlap, cfg.window.batch,
-                                   groups=interchangeable_groups(nets, labels), progress=cfg.progress)
+        groups = interchangeable_groups(nets, labels)
+        sources = separate_in_windows(mixture, separate_windows, window, cfg.window.overlap, cfg.window.batch,
+                                      groups=groups, progress=cfg.progress)
+        if self.grouping is None or not groups:
+            return sources
+        return self.grouping(sources[None], groups)[0]  # over the whole recording: one voice per output
 
     def arbitrary_order(self, declared: bool, auto_labels: bool, roles: list[str], labels: list) -> bool:
         """Whether the output order of the sources says nothing of the true sources' (so they are scored in the
