@@ -94,8 +94,8 @@ def test_preset_auto_takes_the_bundled_priors_and_whatever_the_command_line_sets
     assert (cfg.sampler.method, cfg.sampler.steps) == ("dps", 50)  # the user's
     assert (cfg.sampler.n_samples, cfg.sampler.start_step, cfg.sampler.consistency) == (16, 174, "wiener")  # preset's
     assert (cfg.template_gradient, cfg.window.overlap, cfg.window.batch) == ("wiener", 0.125, 4)  # preset's
-    assert cfg.sampler.grouping_segment == 0.25  # preset's
-    assert compose_config("separate", ["sampler.grouping_segment=null"]).sampler.grouping_segment is None
+    assert cfg.sampler.speaker_grouping == 0.25  # preset's
+    assert compose_config("separate", ["sampler.speaker_grouping=null"]).sampler.speaker_grouping is None
     assert compose_config("separate", ["sampler.n_samples=2"]).sampler.n_samples == 2
     mine = compose_config("separate", ["template_gradient=exact", "window.overlap=0.5"])
     assert (mine.template_gradient, mine.window.overlap) == ("exact", 0.5)
@@ -123,9 +123,9 @@ def test_a_pure_noise_start_below_the_last_step_is_refused_with_the_fix():
 
 @needs_no_published
 @pytest.mark.parametrize("value", ["-1", "0", "abc"])
-def test_a_grouping_segment_that_is_not_a_positive_number_is_refused_with_the_fix(value):
-    with pytest.raises(UnasdiffError, match=rf"sampler.grouping_segment={value}: .*such as 0.25, or null"):
-        Separator(compose_config("separate", [f"sampler.grouping_segment={value}"]))
+def test_a_speaker_grouping_that_is_not_a_positive_number_is_refused_with_the_fix(value):
+    with pytest.raises(UnasdiffError, match=rf"sampler.speaker_grouping={value}: .*such as 0.25, or null"):
+        Separator(compose_config("separate", [f"sampler.speaker_grouping={value}"]))
 
 
 @needs_no_published

@@ -163,13 +163,13 @@ def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> 
 
 
 def segment_grouping(seconds, sample_rate: int) -> SegmentGrouping | None:
-    """The grouping of interchangeable sources that sampler.grouping_segment asks for (None: off)."""
+    """The grouping of interchangeable speech sources that sampler.speaker_grouping asks for (None: off)."""
     if seconds is None:
         return None
     try:
         return SegmentGrouping(float(seconds), sample_rate)
     except (TypeError, ValueError) as err:
-        raise UnasdiffError(f"sampler.grouping_segment={seconds}: {err}; give seconds such as 0.25, "
+        raise UnasdiffError(f"sampler.speaker_grouping={seconds}: {err}; give seconds such as 0.25, "
                             f"or null for no grouping") from None
 
 
@@ -188,7 +188,7 @@ class Separator:
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu":
             tune_cpu_allocator()
-        self.grouping = segment_grouping(cfg.sampler.grouping_segment, cfg.sample_rate)
+        self.grouping = segment_grouping(cfg.sampler.speaker_grouping, cfg.sample_rate)
         self.roles = list(cfg.task.sources or [])  # the task's sources, in output order
         self.priors = load_priors(cfg, roles or self.roles, self.device)
         # evaluation passes its roles and takes each mixture's labels from the manifest
@@ -208,8 +208,8 @@ class Separator:
         start = "the last step" if s.start_step is None else f"step {s.start_step}"
         lines.append(f"sampler: {s.method}, {s.steps} steps from {start}, {init}, mean of {s.n_samples} sample(s), "
                      f"consistency {s.consistency}"
-                     + ("" if s.grouping_segment is None
-                        else f", interchangeable sources grouped per {s.grouping_segment:g} s"))
+                     + ("" if s.speaker_grouping is None
+                        else f", talkers grouped by pitch per {s.speaker_grouping:g} s"))
         templates = any(isinstance(m, SpectralTemplatePrior) for p in self.priors.values() for m in p.net.modules())
         lines.append(f"windows: {cfg.window.seconds:g} s, overlap {cfg.window.overlap:g}, {cfg.window.batch} per batch"
                      + (f"; template gradient {cfg.template_gradient}" if templates else ""))
@@ -284,8 +284,8 @@ class Separator:
     def separate_at_level(self, mixture: torch.Tensor, roles: list[str], labels: list,
                           generator: torch.Generator) -> torch.Tensor:
         """mixture [L] at the priors' rate, already at the working level -> sources [K, L]; interchangeable
-        sources (the same prior and label) keep one order across windows, and with sampler.grouping_segment
-        one voice each, segment by segment (grouping.py)."""
+        sources (the same prior and label) keep one order across windows, and with sampler.speaker_grouping
+        interchangeable talkers keep one voice each, segment by segment (grouping.py)."""
         sampler, cfg = self.cfg.sampler, self.cfg
         nets = [self.priors[role].net for role in roles]
 
@@ -301,9 +301,10 @@ class Separator:
         groups = interchangeable_groups(nets, labels)
         sources = separate_in_windows(mixture, separate_windows, window, cfg.window.overlap, cfg.window.batch,
                                       groups=groups, progress=cfg.progress)
-        if self.grouping is None or not groups:
+        talkers = [group for group in groups if all(roles[k] == "speech" for k in group)]
+        if self.grouping is None or not talkers:  # pitch tells talkers apart, not sounds (docs/two_speakers.md)
             return sources
-        return self.grouping(sources[None], groups)[0]  # over the whole recording: one voice per output
+        return self.grouping(sources[None], talkers)[0]  # over the whole recording: one voice per output
 
     def arbitrary_order(self, declared: bool, auto_labels: bool, roles: list[str], labels: list) -> bool:
         """Whether the output order of the sources says nothing of the true sources' (so they are scored in the

@@ -2,12 +2,11 @@
 
 Under one prior, two talkers are interchangeable (alignment.py), and within one estimate the order wanders:
 a short stretch of the first output is the second talker. Grouping reorders the sources segment by
-segment (a quarter of a second, say) so that each output's segments are alike in timbre and pitch: every
-segment of every source gets a feature vector (its energy-weighted mean MFCC and log-f0), and k-means with
-cannot-link constraints (Wagstaff et al., 2001: the sources of one segment go to different outputs) picks
-for every segment the order that puts each source nearest its output's centroid. These are the cues of
-speaker clustering in diarization and of sequential grouping in auditory scene analysis (Bregman, 1990),
-applied to the separated estimates; orders change with a short cross-fade.
+segment (a quarter of a second, say) so that each output keeps one pitch: every segment of every source
+gets its mean log-f0 (frames weighted by energy and voicing), and k-means with cannot-link constraints
+(Wagstaff et al., 2001: the sources of one segment go to different outputs) picks for every segment the
+order that puts each source nearest its output's centroid. Pitch is the cue by which listeners follow one
+talker among two (sequential grouping, Bregman, 1990); orders change with a short cross-fade.
 """
 
 import itertools
@@ -16,11 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-CEPSTRA = 12  # MFCC 1..12 (c0, the level, is the weight instead)
-MEL_BANDS = 40
-MEL_RANGE_HZ = (60.0, 7600.0)
 PITCH_RANGE_HZ = (70.0, 400.0)
-FRAME = 512  # 32 ms at 16 kHz; the pitch uses frames twice as long
+PITCH_FRAME = 1024  # 64 ms at 16 kHz: two periods of the lowest pitch
+HOP = 256
 RESTARTS = 8  # the first from the order as it is, the others from random orders
 ITERATIONS = 30
 
@@ -30,13 +27,14 @@ class SegmentGrouping:
     """Reorders each group of interchangeable sources in every `segment_seconds` segment (see module doc)."""
     segment_seconds: float
     sample_rate: int
-    crossfade: int = 256  # samples of the linear cross-fade where the order changes
+    crossfade: int = 1024  # samples of the linear cross-fade where the order changes
 
     def __post_init__(self):
         if not self.segment_seconds > 0:
             raise ValueError(f"the grouping segment must be > 0 s, got {self.segment_seconds}")
-        if self.sample_rate < 2 * MEL_RANGE_HZ[1]:
-            raise ValueError(f"grouping needs a sample rate of at least {2 * MEL_RANGE_HZ[1]:g} Hz, "
+        lowest, highest = 2 * PITCH_RANGE_HZ[1], PITCH_FRAME * PITCH_RANGE_HZ[0]
+        if not lowest <= self.sample_rate < highest:  # the pitch lags must fit in a frame
+            raise ValueError(f"grouping tracks pitch at sample rates of {lowest:g} to {highest:g} Hz, "
                              f"got {self.sample_rate}")
 
     @property
@@ -60,58 +58,42 @@ class SegmentGrouping:
         return apply_orders(sources, orders, choice, self.segment, self.crossfade)
 
 
-def mel_filterbank(n_fft: int, sample_rate: int, device=None) -> torch.Tensor:
-    """Triangular mel filters [MEL_BANDS, n_fft // 2 + 1] over MEL_RANGE_HZ."""
-    def mel(f):
-        return 2595 * math.log10(1 + f / 700)
-    points = torch.linspace(mel(MEL_RANGE_HZ[0]), mel(MEL_RANGE_HZ[1]), MEL_BANDS + 2, device=device)
-    edges = 700 * (10 ** (points / 2595) - 1)
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, device=device)
-    low, centre, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    return torch.minimum((freqs - low) / (centre - low), (high - freqs) / (high - centre)).clamp_min(0)
-
-
-def frame_features(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [M, L] -> per frame (hop FRAME / 2) features [M, N, CEPSTRA + 1] (MFCC, log f0) and log energy [M, N]."""
-    window = torch.hann_window(FRAME, device=x.device, dtype=x.dtype)
-    power = torch.stft(x, FRAME, FRAME // 2, window=window, return_complex=True).abs().pow(2).transpose(1, 2)
-    log_mel = (power @ mel_filterbank(FRAME, sample_rate, x.device).T + 1e-10).log()  # [M, N, bands]
-    bands = torch.arange(MEL_BANDS, device=x.device, dtype=x.dtype)
-    dct = torch.cos(math.pi / MEL_BANDS * (bands[None] + 0.5) * torch.arange(1, CEPSTRA + 1, device=x.device)[:, None])
-    cepstra = log_mel @ dct.T
-    pitch = log_pitch(x, sample_rate)[:, :cepstra.shape[1]]
-    return torch.cat([cepstra, pitch[..., None]], dim=-1), (power.sum(-1) + 1e-12).log()
-
-
-def log_pitch(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """log f0 per frame [M, N]: the lag of the largest normalised autocorrelation within PITCH_RANGE_HZ,
-    over frames of 2 x FRAME centred as in frame_features."""
-    length = 2 * FRAME
-    padded = torch.nn.functional.pad(x, (length // 2, length // 2))
-    frames = padded.unfold(-1, length, FRAME // 2)  # [M, N, length]
-    frames = (frames - frames.mean(-1, keepdim=True)) * torch.hann_window(length, device=x.device, dtype=x.dtype)
-    spectrum = torch.fft.rfft(frames, 2 * length)
-    autocorrelation = torch.fft.irfft(spectrum.abs().pow(2), 2 * length)[..., :length]
+def log_pitch(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, L] -> log f0 [M, N] and voicing [M, N] per frame (hop HOP, centred): the lag of the largest
+    normalised autocorrelation within PITCH_RANGE_HZ and that autocorrelation's value (1: periodic)."""
+    padded = torch.nn.functional.pad(x, (PITCH_FRAME // 2, PITCH_FRAME // 2))
+    frames = padded.unfold(-1, PITCH_FRAME, HOP)  # [M, N, PITCH_FRAME]
+    window = torch.hann_window(PITCH_FRAME, device=x.device, dtype=x.dtype)
+    frames = (frames - frames.mean(-1, keepdim=True)) * window
+    spectrum = torch.fft.rfft(frames, 2 * PITCH_FRAME)  # zero-padded: the linear, not circular, autocorrelation
+    autocorrelation = torch.fft.irfft(spectrum.abs().pow(2), 2 * PITCH_FRAME)[..., :PITCH_FRAME]
     autocorrelation = autocorrelation / (autocorrelation[..., :1] + 1e-12)
     shortest, longest = int(sample_rate / PITCH_RANGE_HZ[1]), int(sample_rate / PITCH_RANGE_HZ[0])
-    lag = shortest + autocorrelation[..., shortest:longest].argmax(-1)
-    return math.log(sample_rate) - lag.to(x.dtype).log()
+    peak, lag = autocorrelation[..., shortest:longest].max(-1)
+    return math.log(sample_rate) - (shortest + lag).to(x.dtype).log(), peak
 
 
 def segment_features(x: torch.Tensor, segment: int, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [M, L] -> standardised energy-weighted mean features per segment [S, M, D] and the weights [S, M]
-    (each segment's share of its source's loudest frame's energy, summed over the segment's frames)."""
-    features, log_energy = frame_features(x, sample_rate)  # [M, N, D], [M, N]
-    weight = (log_energy - log_energy.amax(-1, keepdim=True)).exp()
+    """x [M, L] -> the standardised mean log-f0 of every segment [S, M, 1] and its weight [S, M]: the sum over
+    the segment's frames of energy (relative to the source's loudest frame) times voicing."""
+    pitch, voicing = log_pitch(x, sample_rate)
+    energy = pitch_frame_energy(x)
+    weight = energy / energy.amax(-1, keepdim=True).clamp_min(1e-30) * voicing.clamp_min(0)  # [M, N]
     count = math.ceil(x.shape[-1] / segment)
-    owner = (torch.arange(features.shape[1], device=x.device) * (FRAME // 2) // segment).clamp_max(count - 1)
+    owner = (torch.arange(pitch.shape[1], device=x.device) * HOP // segment).clamp_max(count - 1)
     one_hot = torch.nn.functional.one_hot(owner, count).to(x.dtype)  # [N, S]
-    weights = weight @ one_hot  # [M, S]
-    means = torch.einsum("mn,mnd,ns->smd", weight, features, one_hot) / weights.T.clamp_min(1e-12)[..., None]
-    flat = means[weights.T > 0]
-    if len(flat) > 1:
-        means = (means - flat.mean(0)) / (flat.std(0) + 1e-6)
-    return means, weights.T
+    weights = (weight @ one_hot).T  # [S, M]
+    means = ((weight * pitch) @ one_hot).T / weights.clamp_min(1e-12)
+    voiced = means[weights > 0]
+    if len(voiced) > 1:
+        means = (means - voiced.mean()) / (voiced.std() + 1e-6)
+    return means[..., None], weights
+
+
+def pitch_frame_energy(x: torch.Tensor) -> torch.Tensor:
+    """x [M, L] -> the energy of the frames of log_pitch [M, N]."""
+    padded = torch.nn.functional.pad(x, (PITCH_FRAME // 2, PITCH_FRAME // 2))
+    return padded.unfold(-1, PITCH_FRAME, HOP).pow(2).sum(-1)
 
 
 def constrained_k_means(features: torch.Tensor, weights: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
