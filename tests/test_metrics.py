@@ -4,7 +4,15 @@ import fast_bss_eval
 import pytest
 import torch
 
-from unasdiff.metrics import best_permutation, leakage, permute_sources, sdr, si_sdr, si_sdr_improvement
+from unasdiff.metrics import (
+    best_permutation,
+    leakage,
+    permute_sources,
+    sdr,
+    si_sdr,
+    si_sdr_improvement,
+    swap_share,
+)
 
 
 @pytest.fixture
@@ -85,3 +93,22 @@ def test_leakage_is_nan_where_no_other_source_has_bins_of_its_own():
     leak = leakage(torch.stack([truth[0], 0.5 * truth[0]]), truth)
     assert torch.isnan(leak[0])  # a silent source owns no bins
     assert abs(leak[1].item() - 20 * math.log10(0.5)) < 0.1
+
+
+def test_swap_share_counts_the_segments_an_estimate_spends_on_another_source():
+    truth = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(swap_share(truth, truth, 1000), torch.zeros(2))
+    wandering = truth.clone()
+    wandering[:, 1000:3000] = truth.flip(0)[:, 1000:3000]  # segments 1 and 2 of 8 swapped
+    assert torch.allclose(swap_share(0.3 * wandering, truth, 1000), torch.full((2,), 0.25))
+    assert torch.allclose(swap_share(truth.flip(0), truth, 1000), torch.ones(2))
+    truth[1, :5000] = 0  # silent segments of a source are not counted: 3 active, of which 1 swapped
+    wandering[:, 5000:6000] = truth.flip(0)[:, 5000:6000]
+    assert swap_share(wandering, truth, 1000)[1].item() == pytest.approx(1 / 3)
+
+
+def test_swap_share_is_nan_for_a_silent_source_and_pads_a_partial_segment():
+    truth = torch.randn(2, 2500, generator=torch.Generator().manual_seed(1))
+    truth[1] = 0
+    share = swap_share(truth, truth, 1000)
+    assert share[0].item() == 0 and torch.isnan(share[1])

@@ -2,7 +2,7 @@
 
 scripts/evaluate.py composes the config and calls `run(cfg)`. Per mixture: render it from the
 manifest (unasdiff.data.mixtures) -> the same separation path as scripts/separate.py -> SI-SDR,
-SI-SDRi, SDR and leakage per source (in fixed order, or under the best permutation where the order is
+SI-SDRi, SDR, leakage and swap share per source (in fixed order, or under the best permutation where the order is
 arbitrary) -> one CSV row, flushed. A stopped run resumes and skips the mixtures already in the CSV.
 Under torchrun each process takes every N-th mixture and rank 0 merges the parts. Each system's
 summary.json lands in results/<task>/<system>/, and results/<task>/table.md is rebuilt from all of
@@ -44,7 +44,8 @@ from .pipeline import Separator
 from .runtime import start_processes
 
 log = logging.getLogger(__name__)
-METRICS = ("si_sdr", "si_sdri", "sdr", "leak")  # leak: dB of the other sources' own bins (metrics.leakage)
+# leak: dB of the other sources' own bins (metrics.leakage); swap: share of half-seconds that are another source's
+METRICS = ("si_sdr", "si_sdri", "sdr", "leak", "swap")
 
 
 def corpus_roots(cfg: DictConfig) -> dict:
@@ -163,7 +164,8 @@ def evaluate_mixture(entry: dict, separator: Separator, roots, cache, given_labe
     estimate, labels, _, _, _ = separator.separate_mixture(mixture, roles, labels)
     auto = not given_labels or any(src.get("label") is None and src["role"] == "sound" for src in entry["sources"])
     permutation_invariant = separator.arbitrary_order(bool(entry.get("permutation_invariant")), auto, roles, labels)
-    metrics, order = score_sources(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant)
+    metrics, order = score_sources(estimate.cpu(), truth.cpu(), mixture.cpu(), permutation_invariant,
+                                   cfg.sample_rate)
     row = {"id": entry["id"], "group": entry.get("group", cfg.task.name), "roles": " ".join(roles),
            "labels": " ".join("-" if lab is None else str(lab) for lab in labels),
            "order": " ".join(map(str, order.tolist()))}
@@ -212,9 +214,9 @@ def write_table(task_dir: Path) -> Path:
     """results/<task>/table.md: one row per system (every summary.json below task_dir), SI-SDR mean ± std."""
     summaries = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*/summary.json"))]
     buckets = sorted({b for s in summaries for b in s["scores"] if b != "all"})
-    lines = ["| system | mixtures | SI-SDR | SI-SDRi | SDR | leakage | "
+    lines = ["| system | mixtures | SI-SDR | SI-SDRi | SDR | leakage | swap share | "
              + " | ".join(f"SI-SDR {b.split(':', 1)[1]}" for b in buckets) + " |",
-             "| --- " * (6 + len(buckets)) + "|"]
+             "| --- " * (2 + len(METRICS) + len(buckets)) + "|"]
     for s in summaries:
         a = s["scores"]["all"]
         cells = [f"{s['system']}", str(s["mixtures"])] + [f"{a[m]['mean']:.2f} ± {a[m]['std']:.2f}" if m in a else ""
@@ -232,7 +234,7 @@ def score_reference_outputs(manifest: dict, roots: dict, cfg: DictConfig, task_d
         mixture, truth = render(entry, roots, cfg.sample_rate, None, cache)
         estimate = torch.stack([read_file(Path(roots["files"]) / s["reference_output"], cfg.sample_rate)
                                 for s in entry["sources"]])
-        metrics, order = score_sources(estimate, truth, mixture, True)
+        metrics, order = score_sources(estimate, truth, mixture, True, cfg.sample_rate)
         row = {"id": entry["id"], "group": entry["group"], "roles": " ".join(s["role"] for s in entry["sources"])}
         rows.append({**row, **metric_columns(metrics)})
     out = task_dir / "reference-published-outputs"

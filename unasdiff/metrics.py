@@ -2,7 +2,8 @@
 
 SI-SDR is computed on zero-mean signals (Le Roux et al., 2019). SDR is the BSS-eval v4 source-to-
 distortion ratio with a 512-tap distortion filter per source, from fast_bss_eval. Leakage says where the
-errors are: how much of the other sources' own time-frequency bins an estimate holds.
+errors are: how much of the other sources' own time-frequency bins an estimate holds. The swap share says
+whether an estimate follows one source: the share of half-second segments in which it is another's.
 """
 
 import itertools
@@ -12,6 +13,7 @@ import fast_bss_eval
 import torch
 
 EPS = 1e-8
+SWAP_SEGMENT_SECONDS = 0.5
 
 
 def _zero_mean(x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +70,24 @@ def leakage(estimate: torch.Tensor, truth: torch.Tensor, dominance_db: float = 2
                        math.nan).float()
 
 
+def swap_share(estimate: torch.Tensor, truth: torch.Tensor, segment: int, active_db: float = -30.0) -> torch.Tensor:
+    """Per estimate k [K] of estimates and truth [K, L]: the share of the segments (of `segment` samples) where
+    true source k is active (within `active_db` of its loudest segment) in which estimate k projects more
+    energy onto another true source than onto source k. 0: it follows its source throughout; about
+    (K - 1) / K: it wanders between sources at random. NaN where source k is never active."""
+    k, length = truth.shape
+    count = math.ceil(length / segment)
+    pad = count * segment - length
+    est = torch.nn.functional.pad(estimate, (0, pad)).reshape(k, count, segment)
+    ref = torch.nn.functional.pad(truth, (0, pad)).reshape(k, count, segment)
+    energy = ref.pow(2).sum(-1)  # [K, S]
+    projected = torch.einsum("isl,jsl->ijs", est, ref).pow(2) / energy.clamp_min(EPS)  # [K_est, K_true, S]
+    swapped = projected.argmax(1) != torch.arange(k, device=truth.device)[:, None]
+    active = energy > energy.amax(-1, keepdim=True) * 10 ** (active_db / 10)
+    counted = active.sum(-1)
+    return torch.where(counted > 0, (swapped & active).sum(-1) / counted.clamp_min(1), math.nan).float()
+
+
 def best_permutation(estimate: torch.Tensor, reference: torch.Tensor, metric=si_sdr) -> torch.Tensor:
     """For each item of a batch [B, K, L], the permutation p maximising mean_k metric(estimate[p[k]], reference[k])."""
     k = reference.shape[-2]
@@ -83,12 +103,15 @@ def permute_sources(estimate: torch.Tensor, permutation: torch.Tensor) -> torch.
     return torch.gather(estimate, -2, permutation[..., None].expand_as(estimate))
 
 
-def score_sources(estimate: torch.Tensor, truth: torch.Tensor, mixture: torch.Tensor, permutation_invariant: bool):
-    """SI-SDR, SI-SDRi, SDR and leakage per source ([K] each) of estimate [K, L] against truth [K, L], and the
-    order used (estimate order[k] is scored against truth k): fixed, or the best permutation where it is arbitrary."""
+def score_sources(estimate: torch.Tensor, truth: torch.Tensor, mixture: torch.Tensor, permutation_invariant: bool,
+                  sample_rate: int):
+    """SI-SDR, SI-SDRi, SDR, leakage and swap share per source ([K] each) of estimate [K, L] against truth [K, L],
+    and the order used (estimate order[k] is scored against truth k): fixed, or the best permutation where it is
+    arbitrary."""
     order = torch.arange(truth.shape[0])
     if permutation_invariant:
         order = best_permutation(estimate[None], truth[None])[0]
         estimate = permute_sources(estimate[None], order[None])[0]
     return {"si_sdr": si_sdr(estimate, truth), "si_sdri": si_sdr_improvement(estimate, truth, mixture),
-            "sdr": sdr(estimate, truth), "leak": leakage(estimate, truth)}, order
+            "sdr": sdr(estimate, truth), "leak": leakage(estimate, truth),
+            "swap": swap_share(estimate, truth, round(SWAP_SEGMENT_SECONDS * sample_rate))}, order

@@ -41,11 +41,12 @@ def read_true_sources(paths: list[Path], length: int, sample_rate: int, roles: l
 
 
 def score(separator: Separator, result: Separation, truth: torch.Tensor) -> dict:
-    """SI-SDR, SI-SDRi, SDR and leakage of each source, in the order that fits where the order is arbitrary."""
+    """SI-SDR, SI-SDRi, SDR, leakage and swap share of each source, in the order that fits where the order is
+    arbitrary."""
     roles = separator.roles
     arbitrary = separator.arbitrary_order(bool(separator.cfg.task.permutation_invariant), bool(result.auto_labels),
                                           roles, result.labels)
-    metrics, order = score_sources(result.sources.cpu(), truth, result.mixture.cpu(), arbitrary)
+    metrics, order = score_sources(result.sources.cpu(), truth, result.mixture.cpu(), arbitrary, result.sample_rate)
     return {"order": order.tolist(), **{name: [None if math.isnan(v) else round(v, 3) for v in values.tolist()]
                                         for name, values in metrics.items()}}
 
