@@ -78,6 +78,7 @@ VALIDATION_PACKAGES = {"speech": ("klettres-data",),
 # voice, overlapped by the recipe as the held-out sentences are.
 VOICE_FOLDERS = {"klettres-data": "klettres/*"}
 VOICE_STREAMS, VOICE_STREAM_SECONDS = 6, 6.0
+TRIM_DB = 40.0
 
 
 SAMPLE_RATE = 16000
@@ -118,8 +119,17 @@ def fit_id(configs: dict) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
+def without_silent_ends(x: torch.Tensor) -> torch.Tensor:
+    """x [L] from its first to its last frame (20 ms) within TRIM_DB of its loudest: a clip's silent ends cut."""
+    frame = SAMPLE_RATE // 50
+    energy = torch.nn.functional.pad(x, (0, -len(x) % frame)).reshape(-1, frame).pow(2).sum(-1)
+    loud = (energy > energy.max() * 10 ** (-TRIM_DB / 10)).nonzero()[:, 0]
+    return x[int(loud[0]) * frame:(int(loud[-1]) + 1) * frame] if len(loud) else x
+
+
 def write_voice_streams(package: Path, voice_glob: str, out: Path, seed: int) -> None:
-    """VOICE_STREAMS streams per voice folder of `package` (once): its clips joined in a random order."""
+    """VOICE_STREAMS streams per voice folder of `package` (once): its clips, their silent ends cut, joined in a
+    random order, so that the voice talks on like a sentence's."""
     rng = np.random.default_rng(seed)
     for voice in sorted(p for p in package.glob(voice_glob) if p.is_dir()):
         folder = out / f"{package.name}-{voice.name}"
@@ -130,7 +140,7 @@ def write_voice_streams(package: Path, voice_glob: str, out: Path, seed: int) ->
         for _ in range(VOICE_STREAMS):
             pieces, length = [], 0
             while length < VOICE_STREAM_SECONDS * SAMPLE_RATE:
-                pieces.append(load_audio(clips[int(rng.integers(len(clips)))], SAMPLE_RATE)[0])
+                pieces.append(without_silent_ends(load_audio(clips[int(rng.integers(len(clips)))], SAMPLE_RATE)[0]))
                 length += len(pieces[-1])
             streams.append(torch.cat(pieces)[:int(VOICE_STREAM_SECONDS * SAMPLE_RATE)])
         out.mkdir(parents=True, exist_ok=True)
