@@ -295,3 +295,14 @@ def test_bad_arguments_are_named():
         separate(torch.randn(1, 500), [lambda x, t, label: x], init="zeros", steps=2)
     with pytest.raises(ValueError, match="steps must be in 1..200"):
         separate(torch.randn(1, 500), [lambda x, t, label: x], steps=0)
+
+
+def test_a_step_given_the_mixture_spectrogram_once_is_the_step_that_recomputes_it(tiny_speech, tiny_sound):
+    """The sampler computes |STFT(y)| once for all steps: the step must not change by it."""
+    generator = torch.Generator().manual_seed(0)
+    mixture, x_t, noise = (torch.randn(shape, generator=generator) for shape in ((2, 4096), (2, 2, 4096), (2, 2, 4096)))
+    priors, objective = SourcePriors([tiny_speech, tiny_sound], [None, 3]), ReconstructionObjective()
+    args = (priors, DiffusionSchedule.linear(), 120, x_t, mixture, noise, make_rule("hybrid"), objective)
+    given = guided_step(*args, objective.spectrogram(mixture))
+    recomputed = guided_step(*args)
+    assert torch.equal(given.x_next, recomputed.x_next) and torch.equal(given.loss, recomputed.loss)

@@ -21,8 +21,10 @@ class ReconstructionObjective:
     n_fft: int = 512
     hop_length: int = 256
 
-    def __call__(self, estimate: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-        """J for each item: estimate (the sum of the source estimates) and mixture [B, L] -> [B]."""
+    def __call__(self, estimate: torch.Tensor, mixture: torch.Tensor,
+                 mixture_spectrogram: torch.Tensor | None = None) -> torch.Tensor:
+        """J for each item: estimate (the sum of the source estimates) and mixture [B, L] -> [B]. A sampler
+        passes `mixture_spectrogram` (self.spectrogram(mixture)) computed once for all its steps."""
         residual = mixture - estimate
         loss = residual.norm(dim=-1)
         if self.chunk_weight:
@@ -33,12 +35,14 @@ class ReconstructionObjective:
             rows = torch.nn.functional.pad(residual, (0, pieces * size - length)).unflatten(-1, (pieces, size))
             loss = loss + self.chunk_weight * rows.norm(dim=-1).sum(-1)
         if self.spectral_weight:
-            window = torch.hann_window(self.n_fft, device=mixture.device, dtype=mixture.dtype)
-            if 2 * self.hop_length == self.n_fft:  # the same STFT with closed-form gradients (stft.py)
-                transform = HalfOverlapSTFT(window).stft
-            else:
-                def transform(x):
-                    return torch.stft(x, self.n_fft, self.hop_length, window=window, center=True, return_complex=True)
-            distance = magnitude(transform(estimate)) - magnitude(transform(mixture))
+            target = self.spectrogram(mixture) if mixture_spectrogram is None else mixture_spectrogram
+            distance = self.spectrogram(estimate) - target
             loss = loss + self.spectral_weight * distance.flatten(1).norm(dim=-1)
         return loss
+
+    def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
+        """|STFT(x)| of signals [B, L], as the spectral term compares them."""
+        window = torch.hann_window(self.n_fft, device=x.device, dtype=x.dtype)
+        if 2 * self.hop_length == self.n_fft:  # the same STFT with closed-form gradients (stft.py)
+            return magnitude(HalfOverlapSTFT(window).stft(x))
+        return magnitude(torch.stft(x, self.n_fft, self.hop_length, window=window, center=True, return_complex=True))

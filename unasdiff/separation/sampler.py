@@ -37,8 +37,9 @@ def predict_x0(priors: SourcePriors, schedule: DiffusionSchedule, position: int,
 
 def guided_step(priors: SourcePriors, schedule: DiffusionSchedule, position: int, x_t: torch.Tensor,
                 mixture: torch.Tensor, noise: torch.Tensor, rule: NoGuidance,
-                objective: ReconstructionObjective) -> StepResult:
-    """One reverse step from schedule position `position`; `noise` [B, K, L] is the ancestral noise z."""
+                objective: ReconstructionObjective, mixture_spectrogram: torch.Tensor | None = None) -> StepResult:
+    """One reverse step from schedule position `position`; `noise` [B, K, L] is the ancestral noise z;
+    `mixture_spectrogram` (objective.spectrogram(mixture)), where given, spares recomputing it."""
     sigma = schedule.posterior_variance[position].clamp_min(0).sqrt().item()
     c_x0, c_xt = (c[position].item() for c in schedule.posterior_mean_coefs)
     x_t = rule.constrain(x_t.detach(), mixture, schedule.alphas_cumprod[position].item())
@@ -47,7 +48,7 @@ def guided_step(priors: SourcePriors, schedule: DiffusionSchedule, position: int
         x0 = rule.correct_x0(predict_x0(priors, schedule, position, x_t, rule), mixture)
         loss = grad = None
         if rule.uses_gradient:
-            loss = objective(x0.sum(dim=1), mixture)
+            loss = objective(x0.sum(dim=1), mixture, mixture_spectrogram)
             # the weights are frozen: one backward, to x_t only
             (grad,) = torch.autograd.grad(loss.sum(), x_t)
     x0, x_t = x0.detach(), x_t.detach()
@@ -94,12 +95,14 @@ def sample(priors: SourcePriors, mixture: torch.Tensor, schedule: DiffusionSched
     check_start(init, start_step, schedule.num_train_steps)
     first = len(schedule) - 1 if start_step is None else schedule.position_of_step(start_step)
     x = initial_state(mixture, len(priors), init, schedule, init_step, generator)
+    # the mixture's magnitude spectrogram is the same at every step
+    target = objective.spectrogram(mixture) if rule.uses_gradient and objective.spectral_weight else None
     # the first step whose result is not finite, kept on the device: checked once, after the loop, so that no
     # step waits for the device
     first_bad = torch.full((), -1, device=x.device)
     for position in tqdm(range(first, -1, -1), desc="separating", unit="step", disable=not progress, leave=False):
         noise = _randn(x.shape, x, generator)
-        result = guided_step(priors, schedule, position, x, mixture, noise, rule, objective)
+        result = guided_step(priors, schedule, position, x, mixture, noise, rule, objective, target)
         bad = (first_bad < 0) & ~torch.isfinite(result.x_next).all()
         first_bad = torch.where(bad, schedule.timesteps[position].to(x.device), first_bad)
         x = result.x_next
