@@ -79,8 +79,6 @@ VALIDATION_PACKAGES = {"speech": ("klettres-data",),
 VOICE_FOLDERS = {"klettres-data": "klettres/*"}
 VOICE_STREAMS, VOICE_STREAM_SECONDS = 6, 6.0
 TRIM_DB = 40.0
-
-
 SAMPLE_RATE = 16000
 MANIFEST_SIZE = 30  # mixtures written to a new manifest (--manifest-size)
 TASKS = ("speech_sound", "speech_2sound", "sound_sound", "sound_3sound", "speech_speech")  # the recipe's (configs/task)

@@ -58,26 +58,30 @@ class SegmentGrouping:
         return apply_orders(sources, orders, choice, self.segment, self.crossfade)
 
 
-def log_pitch(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [M, L] -> log f0 [M, N] and voicing [M, N] per frame (hop HOP, centred): the lag of the largest
-    normalised autocorrelation within PITCH_RANGE_HZ and that autocorrelation's value (1: periodic)."""
-    padded = torch.nn.functional.pad(x, (PITCH_FRAME // 2, PITCH_FRAME // 2))
-    frames = padded.unfold(-1, PITCH_FRAME, HOP)  # [M, N, PITCH_FRAME]
-    window = torch.hann_window(PITCH_FRAME, device=x.device, dtype=x.dtype)
+def pitch_frames(x: torch.Tensor) -> torch.Tensor:
+    """x [M, L] -> its frames [M, N, PITCH_FRAME] at hop HOP, centred (zero-padded by half a frame)."""
+    return torch.nn.functional.pad(x, (PITCH_FRAME // 2, PITCH_FRAME // 2)).unfold(-1, PITCH_FRAME, HOP)
+
+
+def log_pitch(frames: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """pitch_frames [M, N, PITCH_FRAME] -> log f0 [M, N] and voicing [M, N]: the lag of the largest normalised
+    autocorrelation within PITCH_RANGE_HZ and that autocorrelation's value (1: periodic)."""
+    window = torch.hann_window(PITCH_FRAME, device=frames.device, dtype=frames.dtype)
     frames = (frames - frames.mean(-1, keepdim=True)) * window
     spectrum = torch.fft.rfft(frames, 2 * PITCH_FRAME)  # zero-padded: the linear, not circular, autocorrelation
     autocorrelation = torch.fft.irfft(spectrum.abs().pow(2), 2 * PITCH_FRAME)[..., :PITCH_FRAME]
     autocorrelation = autocorrelation / (autocorrelation[..., :1] + 1e-12)
     shortest, longest = int(sample_rate / PITCH_RANGE_HZ[1]), int(sample_rate / PITCH_RANGE_HZ[0])
     peak, lag = autocorrelation[..., shortest:longest].max(-1)
-    return math.log(sample_rate) - (shortest + lag).to(x.dtype).log(), peak
+    return math.log(sample_rate) - (shortest + lag).to(frames.dtype).log(), peak
 
 
 def segment_features(x: torch.Tensor, segment: int, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [M, L] -> the standardised mean log-f0 of every segment [S, M, 1] and its weight [S, M]: the sum over
     the segment's frames of energy (relative to the source's loudest frame) times voicing."""
-    pitch, voicing = log_pitch(x, sample_rate)
-    energy = pitch_frame_energy(x)
+    frames = pitch_frames(x)
+    pitch, voicing = log_pitch(frames, sample_rate)
+    energy = frames.pow(2).sum(-1)
     weight = energy / energy.amax(-1, keepdim=True).clamp_min(1e-30) * voicing.clamp_min(0)  # [M, N]
     count = math.ceil(x.shape[-1] / segment)
     owner = (torch.arange(pitch.shape[1], device=x.device) * HOP // segment).clamp_max(count - 1)
@@ -88,12 +92,6 @@ def segment_features(x: torch.Tensor, segment: int, sample_rate: int) -> tuple[t
     if len(voiced) > 1:
         means = (means - voiced.mean()) / (voiced.std() + 1e-6)
     return means[..., None], weights
-
-
-def pitch_frame_energy(x: torch.Tensor) -> torch.Tensor:
-    """x [M, L] -> the energy of the frames of log_pitch [M, N]."""
-    padded = torch.nn.functional.pad(x, (PITCH_FRAME // 2, PITCH_FRAME // 2))
-    return padded.unfold(-1, PITCH_FRAME, HOP).pow(2).sum(-1)
 
 
 def constrained_k_means(features: torch.Tensor, weights: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
