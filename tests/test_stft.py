@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from unasdiff.stft import HalfOverlapSTFT, magnitude
+from unasdiff.stft import HalfOverlapSTFT, magnitude, power
 
 # (n_fft, length): the template prior's size, a network's, lengths not a multiple of the hop, barely above it
 SIZES = [(2048, 64000), (512, 16000), (16, 50), (16, 48), (8, 9)]
@@ -78,3 +78,14 @@ def test_magnitude_and_its_gradient_equal_abs_with_zero_bins():
     want, = torch.autograd.grad((b.abs() * probe).sum(), b)
     torch.testing.assert_close(have, want, rtol=0, atol=1e-14)
     assert torch.isfinite(have).all() and (have[0, :3] == 0).all()
+
+
+def test_power_and_its_gradient_equal_abs_squared():
+    torch.manual_seed(3)
+    spec = torch.randn(3, 5, dtype=torch.complex128)
+    a, b = spec.clone().requires_grad_(), spec.clone().requires_grad_()
+    torch.testing.assert_close(power(a), b.abs() ** 2, rtol=0, atol=1e-12)
+    probe = torch.randn(3, 5, dtype=torch.float64)
+    have, = torch.autograd.grad((power(a) * probe).sum(), a)
+    want, = torch.autograd.grad((b.abs() ** 2 * probe).sum(), b)
+    torch.testing.assert_close(have, want, rtol=0, atol=1e-12)

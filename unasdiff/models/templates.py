@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..diffusion import DiffusionSchedule
-from ..stft import HalfOverlapSTFT
+from ..stft import HalfOverlapSTFT, power as spectral_power
 
 GRADIENTS = ("exact", "wiener")
 TINY = 1e-30  # probabilities below are 0 for every purpose here, and far above float32's subnormals (1e-38)
@@ -131,7 +131,7 @@ class SpectralTemplatePrior(nn.Module):
             signal, spread = signal[0], spread[0]  # [1]: component variances [C, F] for every clip
         clean = signal[..., None] ** 2 * self.component_variances()  # [C, F] or [B, C, F]
         noisy = clean + spread[..., None] ** 2 * self.noise_power
-        power = spec.real**2 + spec.imag**2
+        power = spectral_power(spec)
         with torch.no_grad() if self.gradient == "wiener" else contextlib.nullcontext():
             resp = self.posteriors(self.log_joint(power, noisy))[0]  # [B, N, C]
         gain = resp @ (clean / noisy)  # [B, N, F]
@@ -208,7 +208,7 @@ def posterior_mean_sources(mixture: torch.Tensor, first: SpectralTemplatePrior, 
     if first.n_fft != second.n_fft:
         raise ValueError(f"both template priors need the same STFT, got n_fft {first.n_fft} and {second.n_fft}")
     spec = first.stft(mixture.to(first.shapes.dtype))  # [B, N, F]
-    power = spec.real**2 + spec.imag**2
+    power = spectral_power(spec)
     variances = first.component_variances(), second.component_variances()  # [C1, F], [C2, F]
     log_weights = first.log_weights.flatten(), second.log_weights.flatten()
     # log p(frame, c_1, c_2) [B, N, C1, C2], one component of the first prior at a time ([C2, F] at once)

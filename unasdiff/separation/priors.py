@@ -59,9 +59,10 @@ class SourcePriors:
     def eps(self, x: torch.Tensor, time_input: int) -> torch.Tensor:
         """Predicted noise of every source: x [B, K, L] -> [B, K, L]."""
         batch, _, length = x.shape
+        sources = x.unbind(1)  # views: the gradient goes back by one stack, not by indexing into zeros
         pieces = [None] * len(self)
         for prior, idx, labels, labelled in self.groups:
-            flat = x[:, idx].reshape(batch * len(idx), length)
+            flat = sources[idx[0]] if len(idx) == 1 else torch.stack([sources[k] for k in idx], 1).flatten(0, 1)
             t = torch.full((flat.shape[0],), time_input, device=x.device, dtype=torch.long)
             lab = None if labels is None else labels.to(x.device).repeat(batch)
             if lab is None or not self.label_guidance:

@@ -52,7 +52,7 @@ def guided_step(priors: SourcePriors, schedule: DiffusionSchedule, position: int
             # the weights are frozen: one backward, to x_t only
             (grad,) = torch.autograd.grad(loss.sum(), x_t)
     x0, x_t = x0.detach(), x_t.detach()
-    mean = c_x0 * x0 + c_xt * x_t
+    mean = torch.add(c_x0 * x0, x_t, alpha=c_xt)  # c_x0 x0 + c_xt x_t
     x_next = rule.update(mean, sigma * noise, grad, sigma)
     return StepResult(x_next, x0, mean, None if loss is None else loss.detach())
 
@@ -103,7 +103,8 @@ def sample(priors: SourcePriors, mixture: torch.Tensor, schedule: DiffusionSched
     for position in tqdm(range(first, -1, -1), desc="separating", unit="step", disable=not progress, leave=False):
         noise = _randn(x.shape, x, generator)
         result = guided_step(priors, schedule, position, x, mixture, noise, rule, objective, target)
-        bad = (first_bad < 0) & ~torch.isfinite(result.x_next).all()
+        # a NaN or inf anywhere makes the sum one: a single reduction instead of a test of every element
+        bad = (first_bad < 0) & ~torch.isfinite(result.x_next.sum())
         first_bad = torch.where(bad, schedule.timesteps[position].to(x.device), first_bad)
         x = result.x_next
         if on_step is not None:
