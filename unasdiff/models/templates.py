@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..diffusion import DiffusionSchedule
-from ..stft import HalfOverlapSTFT, power as spectral_power
+from ..stft import HalfOverlapSTFT
+from ..stft import power as spectral_power
 
 GRADIENTS = ("exact", "wiener")
 TINY = 1e-30  # probabilities below are 0 for every purpose here, and far above float32's subnormals (1e-38)

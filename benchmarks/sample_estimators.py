@@ -1,0 +1,147 @@
+"""How a mixture's posterior samples become its estimate: the mean (the default) against other estimators, 16 against 8.
+
+    python benchmarks/small_priors.py --validation --task speech_sound --manifest-size 60 --systems hybrid-50-16samples
+    python benchmarks/sample_estimators.py --results results/validation     # the folder small_priors.py wrote
+
+Each validation mixture of <results>/speech_sound/manifest.json is separated once at the bundled settings
+(preset=bundled) with the template priors fitted there without the validation packages, and all its samples are
+kept (<results>/speech_sound/samples/, so a stopped run resumes). Every estimator is then scored on the same
+samples: all 16, and each half of 8. The table gives the mean SI-SDRi and the paired difference to the mean of
+16 (the default) with its standard error; the per-mixture scores go to <results>/speech_sound/estimators.csv.
+"""
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from unasdiff.data.crops import ResampledCache  # noqa: E402
+from unasdiff.data.mixtures import read_manifest, render  # noqa: E402
+from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
+from unasdiff.files import atomic_path  # noqa: E402
+from unasdiff.metrics import si_sdr_improvement  # noqa: E402
+from unasdiff.pipeline import Separator, working_gain  # noqa: E402
+from unasdiff.separation import mixture_consistent, separate  # noqa: E402
+
+ROLES = ["speech", "sound"]
+TRIMMED = 0.75  # share of the samples the trimmed means keep
+MASK_FFT, MASK_HOP = 1024, 256  # the STFT of the mean-power mask (that of consistency.py)
+
+
+def fitted_priors(results: Path, fit: str) -> dict[str, Path]:
+    found = {role: sorted((results / "priors").glob(f"template_{role}-{fit}.pt")) for role in ROLES}
+    if any(len(paths) != 1 for paths in found.values()):
+        raise UnasdiffError(f"need one fitted template prior per role matching template_<role>-{fit}.pt in "
+                            f"{results / 'priors'}, found {sum(map(len, found.values()))}: run "
+                            f"benchmarks/small_priors.py --validation first, or name the fit with --fit")
+    return {role: paths[0] for role, paths in found.items()}
+
+
+def draw_samples(separator: Separator, mixture: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """The mixture's posterior samples at the separator's settings, no consistency step: [M, K, L]."""
+    s = separator.cfg.sampler
+    gain = working_gain(mixture, separator.cfg.level, len(ROLES))
+    _, samples = separate(gain * mixture[None], [separator.priors[r].net for r in ROLES], [None, None],
+                          method=s.method, steps=s.steps, init=s.init, n_samples=n_samples, consistency="none",
+                          generator=torch.Generator().manual_seed(separator.cfg.seed), init_step=s.init_step,
+                          start_step=s.start_step, objective=dict(s.objective), return_samples=True,
+                          **s.rules[s.method])
+    return samples[0] / gain
+
+
+def log_likelihoods(separator: Separator, samples: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """log p(s_1) + log p(s_2) of every sample, at the working level, under the two priors at the schedule's first
+    noise level: [M]."""
+    gain, total = working_gain(mixture, separator.cfg.level, len(ROLES)), 0
+    for k, role in enumerate(ROLES):
+        net = separator.priors[role].net
+        abar = net.schedule.alphas_cumprod[0]
+        variances = abar * net.component_variances() + (1 - abar) * net.noise_power
+        spec = net.stft(gain * samples[:, k])
+        total = total + net.posteriors(net.log_joint(spec.abs() ** 2, variances))[1]
+    return total
+
+
+def trimmed_mean(samples: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    keep = score.argsort(descending=True)[:max(1, round(TRIMMED * len(score)))]
+    return samples[keep].mean(0)
+
+
+def mean_power_mask(samples: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """The Wiener filter of the mixture with each source's power averaged over the samples (not the power of the
+    averaged sample)."""
+    window = torch.hann_window(MASK_FFT)
+    m, k, length = samples.shape
+    power = torch.stft(samples.reshape(m * k, length), MASK_FFT, MASK_HOP, window=window,
+                       return_complex=True).abs().pow(2).unflatten(0, (m, k)).mean(0)
+    share = power / power.sum(0, keepdim=True).clamp_min(torch.finfo(power.dtype).tiny)
+    spec = torch.stft(mixture, MASK_FFT, MASK_HOP, window=window, return_complex=True)
+    return torch.istft(share * spec, MASK_FFT, MASK_HOP, window=window, length=length)
+
+
+def estimates(separator: Separator, samples: torch.Tensor, mixture: torch.Tensor) -> dict[str, torch.Tensor]:
+    consistent = lambda e: mixture_consistent(e[None], mixture[None], "wiener")[0]  # noqa: E731
+    residual = (mixture - samples.sum(1)).norm(dim=-1)
+    with torch.no_grad():
+        likelihood = log_likelihoods(separator, samples, mixture)
+    return {"mean (default)": consistent(samples.mean(0)),
+            "mean-power mask": mean_power_mask(samples, mixture),
+            f"best {TRIMMED:.0%} by residual": consistent(trimmed_mean(samples, -residual)),
+            f"best {TRIMMED:.0%} by prior likelihood": consistent(trimmed_mean(samples, likelihood))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, required=True, help="benchmarks/small_priors.py --validation --results")
+    parser.add_argument("--fit", default="*", help="the fit id of the priors (<results>/priors/template_*-<fit>.pt)")
+    parser.add_argument("--samples", type=int, default=16, help="samples per mixture (halves are scored too)")
+    args = parser.parse_args()
+    task = args.results / "speech_sound"
+    if not (task / "manifest.json").is_file():
+        raise UnasdiffError(f"no {task / 'manifest.json'}: run benchmarks/small_priors.py --validation first")
+    priors = fitted_priors(args.results, args.fit)
+    separator = Separator.from_config(["preset=bundled", "progress=false"]
+                                      + [f"checkpoints.{role}={path}" for role, path in priors.items()])
+    roots = {role: args.results / "mixtures" / role for role in ROLES}
+    cache, half = ResampledCache(separator.cfg.sample_rate, None), args.samples // 2
+    subsets = {f"{args.samples}": slice(None), f"first {half}": slice(0, half), f"last {half}": slice(half, None)}
+    rows = []
+    for entry in read_manifest(task / "manifest.json")["mixtures"]:
+        mixture, truth = render(entry, roots, separator.cfg.sample_rate, 4.0, cache)
+        saved = task / "samples" / f"{entry['id']}-{args.samples}.pt"
+        if saved.is_file():
+            samples = torch.load(saved, weights_only=True)
+        else:
+            samples = draw_samples(separator, mixture, args.samples)
+            with atomic_path(saved) as tmp:
+                torch.save(samples, tmp)
+        for subset, pick in subsets.items():
+            for name, estimate in estimates(separator, samples[pick], mixture).items():
+                rows.append({"id": entry["id"], "samples": subset, "estimator": name,
+                             "si_sdri": si_sdr_improvement(estimate, truth, mixture).mean().item()})
+        print(entry["id"], "done", flush=True)
+    with atomic_path(task / "estimators.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    base = {r["id"]: r["si_sdri"] for r in rows
+            if r["samples"] == f"{args.samples}" and r["estimator"] == "mean (default)"}
+    print(f"\n{len(base)} validation mixtures (speech + sound), bundled settings, SI-SDRi in dB\n")
+    print(f"| samples | estimator | SI-SDRi | vs the mean of {args.samples} (paired) |")
+    print("| --- | --- | --- | --- |")
+    for subset in subsets:
+        for name in dict.fromkeys(r["estimator"] for r in rows):
+            values = {r["id"]: r["si_sdri"] for r in rows if r["samples"] == subset and r["estimator"] == name}
+            diffs = [values[i] - base[i] for i in base]
+            mean = sum(diffs) / len(diffs)
+            se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1) / len(diffs))
+            print(f"| {subset} | {name} | {sum(values.values()) / len(values):+.2f} | {mean:+.2f} ± {se:.2f} |")
+
+
+if __name__ == "__main__":
+    run_or_exit(main)
