@@ -26,7 +26,8 @@ from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.files import atomic_path  # noqa: E402
 from unasdiff.metrics import si_sdr_improvement  # noqa: E402
 from unasdiff.pipeline import Separator, working_gain  # noqa: E402
-from unasdiff.separation import mixture_consistent, separate  # noqa: E402
+from unasdiff.separation import mixture_consistent  # noqa: E402
+from unasdiff.stft import power  # noqa: E402
 
 ROLES = ["speech", "sound"]
 TRIMMED = 0.75  # share of the samples the trimmed means keep
@@ -42,28 +43,15 @@ def fitted_priors(results: Path, fit: str) -> dict[str, Path]:
     return {role: paths[0] for role, paths in found.items()}
 
 
-def draw_samples(separator: Separator, mixture: torch.Tensor, n_samples: int) -> torch.Tensor:
-    """The mixture's posterior samples at the separator's settings, no consistency step: [M, K, L]."""
-    s = separator.cfg.sampler
-    gain = working_gain(mixture, separator.cfg.level, len(ROLES))
-    _, samples = separate(gain * mixture[None], [separator.priors[r].net for r in ROLES], [None, None],
-                          method=s.method, steps=s.steps, init=s.init, n_samples=n_samples, consistency="none",
-                          generator=torch.Generator().manual_seed(separator.cfg.seed), init_step=s.init_step,
-                          start_step=s.start_step, objective=dict(s.objective), return_samples=True,
-                          **s.rules[s.method])
-    return samples[0] / gain
-
-
-def log_likelihoods(separator: Separator, samples: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    """log p(s_1) + log p(s_2) of every sample, at the working level, under the two priors at the schedule's first
-    noise level: [M]."""
-    gain, total = working_gain(mixture, separator.cfg.level, len(ROLES)), 0
+def log_likelihoods(separator: Separator, samples: torch.Tensor) -> torch.Tensor:
+    """log p(s_1) + log p(s_2) of every sample [M, K, L] at the working level, under the two priors at the
+    schedule's first noise level: [M]."""
+    total = 0
     for k, role in enumerate(ROLES):
         net = separator.priors[role].net
         abar = net.schedule.alphas_cumprod[0]
         variances = abar * net.component_variances() + (1 - abar) * net.noise_power
-        spec = net.stft(gain * samples[:, k])
-        total = total + net.posteriors(net.log_joint(spec.abs() ** 2, variances))[1]
+        total = total + net.posteriors(net.log_joint(power(net.stft(samples[:, k])), variances))[1]
     return total
 
 
@@ -77,18 +65,17 @@ def mean_power_mask(samples: torch.Tensor, mixture: torch.Tensor) -> torch.Tenso
     averaged sample)."""
     window = torch.hann_window(MASK_FFT)
     m, k, length = samples.shape
-    power = torch.stft(samples.reshape(m * k, length), MASK_FFT, MASK_HOP, window=window,
-                       return_complex=True).abs().pow(2).unflatten(0, (m, k)).mean(0)
-    share = power / power.sum(0, keepdim=True).clamp_min(torch.finfo(power.dtype).tiny)
+    spectra = torch.stft(samples.reshape(m * k, length), MASK_FFT, MASK_HOP, window=window, return_complex=True)
+    mean_power = power(spectra).unflatten(0, (m, k)).mean(0)
+    share = mean_power / mean_power.sum(0, keepdim=True).clamp_min(torch.finfo(mean_power.dtype).tiny)
     spec = torch.stft(mixture, MASK_FFT, MASK_HOP, window=window, return_complex=True)
     return torch.istft(share * spec, MASK_FFT, MASK_HOP, window=window, length=length)
 
 
-def estimates(separator: Separator, samples: torch.Tensor, mixture: torch.Tensor) -> dict[str, torch.Tensor]:
+def estimates(samples: torch.Tensor, mixture: torch.Tensor, residual: torch.Tensor, likelihood: torch.Tensor
+              ) -> dict[str, torch.Tensor]:
+    """Every estimator's estimate [K, L] from samples [M, K, L] with their residuals and likelihoods [M]."""
     consistent = lambda e: mixture_consistent(e[None], mixture[None], "wiener")[0]  # noqa: E731
-    residual = (mixture - samples.sum(1)).norm(dim=-1)
-    with torch.no_grad():
-        likelihood = log_likelihoods(separator, samples, mixture)
     return {"mean (default)": consistent(samples.mean(0)),
             "mean-power mask": mean_power_mask(samples, mixture),
             f"best {TRIMMED:.0%} by residual": consistent(trimmed_mean(samples, -residual)),
@@ -113,15 +100,22 @@ def main() -> None:
     rows = []
     for entry in read_manifest(task / "manifest.json")["mixtures"]:
         mixture, truth = render(entry, roots, separator.cfg.sample_rate, 4.0, cache)
+        gain = working_gain(mixture, separator.cfg.level, len(ROLES))
         saved = task / "samples" / f"{entry['id']}-{args.samples}.pt"
         if saved.is_file():
             samples = torch.load(saved, weights_only=True)
-        else:
-            samples = draw_samples(separator, mixture, args.samples)
+        else:  # the pipeline's own sampler call, every sample kept and no consistency step
+            generator = torch.Generator().manual_seed(separator.cfg.seed)
+            samples = separator.separate_windows(gain * mixture[None], ROLES, [None, None], generator,
+                                                 n_samples=args.samples, consistency="none", progress=False,
+                                                 return_samples=True)[1][0] / gain
             with atomic_path(saved) as tmp:
                 torch.save(samples, tmp)
+        residual = (mixture - samples.sum(1)).norm(dim=-1)
+        with torch.no_grad():
+            likelihood = log_likelihoods(separator, gain * samples)
         for subset, pick in subsets.items():
-            for name, estimate in estimates(separator, samples[pick], mixture).items():
+            for name, estimate in estimates(samples[pick], mixture, residual[pick], likelihood[pick]).items():
                 rows.append({"id": entry["id"], "samples": subset, "estimator": name,
                              "si_sdri": si_sdr_improvement(estimate, truth, mixture).mean().item()})
         print(entry["id"], "done", flush=True)

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -286,25 +287,30 @@ class Separator:
         """mixture [L] at the priors' rate, already at the working level -> sources [K, L]; interchangeable
         sources (the same prior and label) keep one order across windows, and with sampler.speaker_grouping
         interchangeable talkers keep one voice each, segment by segment (grouping.py)."""
-        sampler, cfg = self.cfg.sampler, self.cfg
+        cfg = self.cfg
         nets = [self.priors[role].net for role in roles]
-
-        def separate_windows(windows):
-            return separate(windows, nets, labels, method=sampler.method, steps=sampler.steps, init=sampler.init,
-                            n_samples=sampler.n_samples, consistency=sampler.consistency,
-                            label_guidance=sampler.label_guidance, generator=generator,
-                            init_step=sampler.init_step, start_step=sampler.start_step,
-                            objective=dict(sampler.objective), progress=cfg.progress,
-                            **sampler.rules[sampler.method])
-
         window = int(cfg.window.seconds * cfg.sample_rate)
         groups = interchangeable_groups(nets, labels)
-        sources = separate_in_windows(mixture, separate_windows, window, cfg.window.overlap, cfg.window.batch,
+        separate_fn = partial(self.separate_windows, roles=roles, labels=labels, generator=generator)
+        sources = separate_in_windows(mixture, separate_fn, window, cfg.window.overlap, cfg.window.batch,
                                       groups=groups, progress=cfg.progress)
         talkers = [group for group in groups if all(roles[k] == "speech" for k in group)]
         if self.grouping is None or not talkers:  # pitch tells talkers apart, not sounds (docs/two_speakers.md)
             return sources
         return self.grouping(sources[None], talkers)[0]  # over the whole recording: one voice per output
+
+    def separate_windows(self, windows: torch.Tensor, roles: list[str], labels: list, generator: torch.Generator,
+                         **changes):
+        """Windows [N, W] at the working level -> sources [N, K, W], by the sampler of the config; `changes` are
+        `separate`'s arguments to set otherwise (e.g. consistency="none", return_samples=True)."""
+        sampler = self.cfg.sampler
+        settings = dict(method=sampler.method, steps=sampler.steps, init=sampler.init, n_samples=sampler.n_samples,
+                        consistency=sampler.consistency, label_guidance=sampler.label_guidance,
+                        init_step=sampler.init_step, start_step=sampler.start_step,
+                        objective=dict(sampler.objective), progress=self.cfg.progress,
+                        **sampler.rules[sampler.method])
+        return separate(windows, [self.priors[role].net for role in roles], labels, generator=generator,
+                        **{**settings, **changes})
 
     def arbitrary_order(self, declared: bool, auto_labels: bool, roles: list[str], labels: list) -> bool:
         """Whether the output order of the sources says nothing of the true sources' (so they are scored in the

@@ -103,7 +103,7 @@ def sample(priors: SourcePriors, mixture: torch.Tensor, schedule: DiffusionSched
     for position in tqdm(range(first, -1, -1), desc="separating", unit="step", disable=not progress, leave=False):
         noise = _randn(x.shape, x, generator)
         result = guided_step(priors, schedule, position, x, mixture, noise, rule, objective, target)
-        # a NaN or inf anywhere makes the sum one: a single reduction instead of a test of every element
+        # a NaN or inf anywhere makes the sum non-finite: one reduction instead of a test of every element
         bad = (first_bad < 0) & ~torch.isfinite(result.x_next.sum())
         first_bad = torch.where(bad, schedule.timesteps[position].to(x.device), first_bad)
         x = result.x_next
