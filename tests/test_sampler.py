@@ -265,6 +265,8 @@ def test_same_seed_same_result_and_silence_stays_silent(tiny_speech, tiny_sound)
     single = separate(mixture[0], [tiny_speech, tiny_sound], [0, 5], steps=3,
                       generator=torch.Generator().manual_seed(7))
     assert single.shape == (2, 2000)
+    silent = separate(torch.zeros(2, 2000), [tiny_speech, tiny_sound], [0, 5], steps=3, consistency="wiener")
+    assert torch.equal(silent, torch.zeros(2, 2, 2000))  # a batch of silent windows only, as a long pause gives
 
 
 def test_a_shared_prior_is_called_once_per_step_with_its_labels():
@@ -306,3 +308,26 @@ def test_a_step_given_the_mixture_spectrogram_once_is_the_step_that_recomputes_i
     given = guided_step(*args, objective.spectrogram(mixture))
     recomputed = guided_step(*args)
     assert torch.equal(given.x_next, recomputed.x_next) and torch.equal(given.loss, recomputed.loss)
+
+
+@pytest.mark.parametrize("method", ["hybrid", "dps", "dsg"])
+def test_guidance_by_segments_is_guidance_of_each_segment_as_a_mixture_of_its_own(method):
+    """With `segment`, the priors see the whole length and guidance treats each segment as a window: for priors
+    that act sample by sample, the step equals the step of the segments as separate items."""
+    generator = torch.Generator().manual_seed(0)
+    batch, sources, segment, count = 2, 2, 2048, 3
+    mixture = torch.randn(batch, segment * count, generator=generator)
+    x_t, noise = (torch.randn(batch, sources, segment * count, generator=generator) for _ in range(2))
+    priors = SourcePriors([lambda x, t, label: 0.3 * x, lambda x, t, label: -0.2 * x], [None, None])
+
+    def as_items(v):  # [B, K, S * P] -> [B * S, K, P], the segments of an item adjacent
+        return v.unflatten(-1, (count, segment)).transpose(1, 2).flatten(0, 1)
+
+    rule, objective, schedule = make_rule(method), ReconstructionObjective(), DiffusionSchedule.linear()
+    whole = guided_step(priors, schedule, 120, x_t, mixture, noise, rule, objective, segment=segment)
+    parts = guided_step(priors, schedule, 120, as_items(x_t), as_items(mixture[:, None])[:, 0], as_items(noise),
+                        rule, objective)
+    assert torch.allclose(as_items(whole.x_next), parts.x_next, atol=1e-5)
+    assert torch.allclose(whole.loss, parts.loss.view(batch, count).sum(-1), rtol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple of the guidance segment 5000"):
+        guided_step(priors, schedule, 120, x_t, mixture, noise, rule, objective, segment=5000)

@@ -1,6 +1,7 @@
 """scripts/separate.py and the stage behind it, with the tiny reference networks as priors."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,12 @@ import soundfile as sf
 import torch
 from helpers import TINY_SEPARATE, compose_config
 
+import unasdiff.pipeline
 from unasdiff.errors import UnasdiffError
 from unasdiff.metrics import si_sdr
 from unasdiff.pipeline import Separator
 from unasdiff.separate import run
-from unasdiff.separation.windows import separate_in_windows, window_starts
+from unasdiff.separation.windows import guided_blocks, separate_in_windows, window_hop, window_starts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +95,8 @@ def test_preset_auto_takes_the_bundled_priors_and_whatever_the_command_line_sets
     assert dict(cfg.priors) == {"speech": "template_speech", "sound": "template_sound"}
     assert (cfg.sampler.method, cfg.sampler.steps) == ("dps", 50)  # the user's
     assert (cfg.sampler.n_samples, cfg.sampler.start_step, cfg.sampler.consistency) == (16, 174, "wiener")  # preset's
-    assert (cfg.template_gradient, cfg.window.overlap, cfg.window.batch) == ("wiener", 0.125, 4)  # preset's
+    assert (cfg.template_gradient, cfg.window.overlap, cfg.window.batch, cfg.window.block_seconds) == (
+        "wiener", 0.125, 1, 16)  # preset's
     assert cfg.sampler.speaker_grouping == 0.25  # preset's
     assert compose_config("separate", ["sampler.speaker_grouping=null"]).sampler.speaker_grouping is None
     assert compose_config("separate", ["sampler.n_samples=2"]).sampler.n_samples == 2
@@ -201,7 +204,7 @@ def test_no_arguments_separate_the_bundled_example_with_the_bundled_priors(tmp_p
     assert ("sampler: hybrid, 2 steps from step 174, the mixture noised to step 174, mean of 16 sample(s), "
             "consistency wiener") in out
     assert "speech prior: template_speech" in out and "sound prior: template_sound" in out
-    assert "windows: 4 s, overlap 0.125, 4 per batch; template gradient wiener" in out
+    assert "windows: 4 s in blocks of up to 16 s, overlap 0.125, 1 per batch; template gradient wiener" in out
     summary = json.loads((tmp_path / "separation.json").read_text())
     assert summary["sources"] == ["speech", "sound"] and len(summary["scores"]["si_sdri"]) == 2
     waves = []
@@ -248,6 +251,22 @@ def test_windows_join_without_seams(length, overlap):
     assert torch.allclose(out, torch.stack([0.3 * x, 0.7 * x]), atol=1e-6)
 
 
+@pytest.mark.parametrize("length", [999, 64000, 100000, 960000, 9600000])
+@pytest.mark.parametrize("block", [64000, 256000, 300000])
+def test_guided_blocks_are_whole_windows_that_share_what_windows_share(length, block):
+    window, overlap = 64000, 0.125
+    tiled, block_overlap, segment = guided_blocks(length, window, overlap, block)
+    starts = window_starts(length, tiled, window_hop(tiled, block_overlap))
+    assert tiled % segment == 0 and starts[-1] + tiled >= length
+    if length <= window:  # one block, the recording itself
+        assert tiled == segment == length and starts == [0]
+        return
+    assert 0.5 * window < segment < 1.5 * window and tiled <= block + tiled // segment
+    assert window_hop(tiled, block_overlap) == tiled - 8000  # blocks share what the windows would
+    fewest = max(1, math.ceil((length - 8000) / (block - 8000)))
+    assert len(starts) == fewest and starts[-1] + tiled - length < fewest * tiled // segment + 1  # little padding
+
+
 def test_windows_of_same_class_sources_are_aligned():
     t = torch.arange(30000) / 16000
     truth = torch.stack([torch.sin(2 * torch.pi * 300 * t), torch.sign(torch.sin(2 * torch.pi * 7 * t))])
@@ -266,3 +285,22 @@ def test_windows_of_same_class_sources_are_aligned():
 
     out = separate_in_windows(truth.sum(0), swapping, window=window, overlap=overlap, batch=2, groups=[[0, 1]])
     assert torch.allclose(out, truth, atol=1e-5)
+
+
+def test_blocks_separate_a_one_window_recording_as_windows_do_and_a_long_one_in_blocks(monkeypatch):
+    base = ["preset=bundled", "sampler.steps=3", "sampler.n_samples=2", "progress=false"]
+    mixture = 0.05 * torch.randn(64000, generator=torch.Generator().manual_seed(0))
+    windowed = Separator.from_config(base).separate_mixture(mixture, ["speech", "sound"], [None, None])[0]
+    blocked = Separator.from_config(base + ["window.block_seconds=16"])
+    assert torch.allclose(blocked.separate_mixture(mixture, ["speech", "sound"], [None, None])[0], windowed, atol=1e-6)
+    calls, separate = [], unasdiff.pipeline.separate
+
+    def recorded(windows, *args, **kwargs):
+        calls.append((tuple(windows.shape), kwargs["segment"]))
+        return separate(windows, *args, **kwargs)
+
+    monkeypatch.setattr(unasdiff.pipeline, "separate", recorded)
+    long = 0.05 * torch.randn(20 * 16000, generator=torch.Generator().manual_seed(1))
+    sources = blocked.separate_mixture(long, ["speech", "sound"], [None, None])[0]
+    assert sources.shape == (2, len(long)) and bool(sources.abs().sum(-1).gt(0).all())
+    assert calls == [((1, 3 * 54667), 54667)] * 2  # two blocks of three 3.4 s windows, one block per batch

@@ -32,7 +32,7 @@ from .separation.alignment import interchangeable_groups
 from .separation.classify import choose_labels, denoising_errors
 from .separation.grouping import SegmentGrouping
 from .separation.sampler import check_start
-from .separation.windows import separate_in_windows
+from .separation.windows import guided_blocks, separate_in_windows
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,10 @@ class Separator:
         self.grouping = segment_grouping(cfg.sampler.speaker_grouping, cfg.sample_rate)
         self.roles = list(cfg.task.sources or [])  # the task's sources, in output order
         self.priors = load_priors(cfg, roles or self.roles, self.device)
+        limited = [role for role, p in self.priors.items() if not isinstance(p.net, SpectralTemplatePrior)]
+        if cfg.window.block_seconds is not None and limited:
+            log.warning("window.block_seconds gives the %s prior(s) blocks longer than window.seconds: networks "
+                        "were trained on one length", ", ".join(limited))
         # evaluation passes its roles and takes each mixture's labels from the manifest
         self.labels = given_labels(self.roles, list(cfg.labels), self.priors) if roles is None and self.roles else None
 
@@ -212,7 +216,9 @@ class Separator:
                      + ("" if s.speaker_grouping is None
                         else f", talkers grouped by pitch per {s.speaker_grouping:g} s"))
         templates = any(isinstance(m, SpectralTemplatePrior) for p in self.priors.values() for m in p.net.modules())
-        lines.append(f"windows: {cfg.window.seconds:g} s, overlap {cfg.window.overlap:g}, {cfg.window.batch} per batch"
+        blocks = "" if cfg.window.block_seconds is None else f" in blocks of up to {cfg.window.block_seconds:g} s"
+        lines.append(f"windows: {cfg.window.seconds:g} s{blocks}, overlap {cfg.window.overlap:g}, "
+                     f"{cfg.window.batch} per batch"
                      + (f"; template gradient {cfg.template_gradient}" if templates else ""))
         return lines
 
@@ -289,11 +295,15 @@ class Separator:
         interchangeable talkers keep one voice each, segment by segment (grouping.py)."""
         cfg = self.cfg
         nets = [self.priors[role].net for role in roles]
-        window = int(cfg.window.seconds * cfg.sample_rate)
+        window, overlap = int(cfg.window.seconds * cfg.sample_rate), cfg.window.overlap
         groups = interchangeable_groups(nets, labels)
         separate_fn = partial(self.separate_windows, roles=roles, labels=labels, generator=generator)
-        sources = separate_in_windows(mixture, separate_fn, window, cfg.window.overlap, cfg.window.batch,
-                                      groups=groups, progress=cfg.progress)
+        if cfg.window.block_seconds is not None:
+            window, overlap, segment = guided_blocks(mixture.shape[-1], window, overlap,
+                                                     int(cfg.window.block_seconds * cfg.sample_rate))
+            separate_fn = partial(separate_fn, segment=segment)
+        sources = separate_in_windows(mixture, separate_fn, window, overlap, cfg.window.batch, groups=groups,
+                                      progress=cfg.progress)
         talkers = [group for group in groups if all(roles[k] == "speech" for k in group)]
         if self.grouping is None or not talkers:  # pitch tells talkers apart, not sounds (docs/two_speakers.md)
             return sources

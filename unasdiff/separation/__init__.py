@@ -39,6 +39,7 @@ def separate(
     schedule: DiffusionSchedule | None = None,
     return_samples: bool = False,
     progress: bool = False,
+    segment: int | None = None,
     **rule_params,
 ):
     """Separate mixtures [B, L] (or [L]) into K = len(priors) sources -> [B, K, L] (or [K, L]).
@@ -59,6 +60,7 @@ def separate(
         estimate leaves out back to the sources, so that they sum to it; "mask": filter the mixture with
         the estimates' powers (consistency.py); the returned samples get no consistency step.
     label_guidance: classifier-free guidance weight w for the sources with a label (priors.py); 0: none.
+    segment: guide each `segment` samples (L a multiple of it) as a mixture of its own (sampler.guided_step).
     Silent mixtures give silent sources.
     """
     squeeze = mixture.dim() == 1
@@ -83,11 +85,12 @@ def separate(
     if active.any():
         repeated = mixture[active].repeat_interleave(n_samples, dim=0)  # the M samples of a mixture are adjacent
         out = sample(source_priors, repeated, schedule, rule, objective, init=init, init_step=init_step,
-                     start_step=start_step, generator=generator, progress=progress)
+                     start_step=start_step, generator=generator, progress=progress, segment=segment)
         samples[active] = align_samples(out.view(-1, n_samples, k, length),
                                         interchangeable_groups(source_priors.priors, source_priors.labels))
     estimate = samples.mean(dim=1)
-    estimate[active] = mixture_consistent(estimate[active], mixture[active], consistency)
+    if active.any():
+        estimate[active] = mixture_consistent(estimate[active], mixture[active], consistency)
     if squeeze:
         estimate, samples = estimate[0], samples[0]
     return (estimate, samples) if return_samples else estimate

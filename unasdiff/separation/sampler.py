@@ -37,9 +37,12 @@ def predict_x0(priors: SourcePriors, schedule: DiffusionSchedule, position: int,
 
 def guided_step(priors: SourcePriors, schedule: DiffusionSchedule, position: int, x_t: torch.Tensor,
                 mixture: torch.Tensor, noise: torch.Tensor, rule: NoGuidance,
-                objective: ReconstructionObjective, mixture_spectrogram: torch.Tensor | None = None) -> StepResult:
+                objective: ReconstructionObjective, mixture_spectrogram: torch.Tensor | None = None,
+                segment: int | None = None) -> StepResult:
     """One reverse step from schedule position `position`; `noise` [B, K, L] is the ancestral noise z;
-    `mixture_spectrogram` (objective.spectrogram(mixture)), where given, spares recomputing it."""
+    `mixture_spectrogram` (objective.spectrogram(segments(mixture, segment))), where given, spares recomputing it.
+    With `segment`, guidance treats each `segment` samples (L a multiple of it) as a window of its own: J is the
+    sum of the segments' objectives and the rule's step is sized per segment; the priors see the whole length."""
     sigma = schedule.posterior_variance[position].clamp_min(0).sqrt().item()
     c_x0, c_xt = (c[position].item() for c in schedule.posterior_mean_coefs)
     x_t = rule.constrain(x_t.detach(), mixture, schedule.alphas_cumprod[position].item())
@@ -48,13 +51,26 @@ def guided_step(priors: SourcePriors, schedule: DiffusionSchedule, position: int
         x0 = rule.correct_x0(predict_x0(priors, schedule, position, x_t, rule), mixture)
         loss = grad = None
         if rule.uses_gradient:
-            loss = objective(x0.sum(dim=1), mixture, mixture_spectrogram)
+            loss = objective(segments(x0.sum(dim=1), segment), segments(mixture, segment), mixture_spectrogram)
+            loss = loss.view(len(mixture), -1).sum(-1)
             # the weights are frozen: one backward, to x_t only
             (grad,) = torch.autograd.grad(loss.sum(), x_t)
     x0, x_t = x0.detach(), x_t.detach()
     mean = torch.add(c_x0 * x0, x_t, alpha=c_xt)  # c_x0 x0 + c_xt x_t
-    x_next = rule.update(mean, sigma * noise, grad, sigma)
+    if segment is None:
+        x_next = rule.update(mean, sigma * noise, grad, sigma)
+    else:  # the rules act along the last dimension
+        x_next = rule.update(*(v.unflatten(-1, (-1, segment)) for v in (mean, sigma * noise, grad)), sigma).flatten(-2)
     return StepResult(x_next, x0, mean, None if loss is None else loss.detach())
+
+
+def segments(x: torch.Tensor, segment: int | None) -> torch.Tensor:
+    """[B, L] -> [B * L / segment, segment]: the segments as items (x itself without `segment`)."""
+    if segment is None:
+        return x
+    if x.shape[-1] % segment:
+        raise ValueError(f"the length {x.shape[-1]} is not a multiple of the guidance segment {segment}")
+    return x.unflatten(-1, (-1, segment)).flatten(0, 1)
 
 
 def initial_state(mixture: torch.Tensor, num_sources: int, init: str, schedule: DiffusionSchedule,
@@ -89,20 +105,23 @@ def _randn(shape, like: torch.Tensor, generator) -> torch.Tensor:
 def sample(priors: SourcePriors, mixture: torch.Tensor, schedule: DiffusionSchedule, rule: NoGuidance,
            objective: ReconstructionObjective, *, init: str = "mixture", init_step: int = 149,
            start_step: int | None = None, generator: torch.Generator | None = None,
-           progress: bool = False, on_step: Callable[[int, StepResult], None] | None = None) -> torch.Tensor:
+           progress: bool = False, on_step: Callable[[int, StepResult], None] | None = None,
+           segment: int | None = None) -> torch.Tensor:
     """Run the reverse process from `start_step` (default: the last step, as the reference does,
-    whatever `init_step` the mixture was noised to) down to step 0. mixture [B, L] -> [B, K, L]."""
+    whatever `init_step` the mixture was noised to) down to step 0. mixture [B, L] -> [B, K, L]; `segment`: see
+    guided_step."""
     check_start(init, start_step, schedule.num_train_steps)
     first = len(schedule) - 1 if start_step is None else schedule.position_of_step(start_step)
     x = initial_state(mixture, len(priors), init, schedule, init_step, generator)
     # the mixture's magnitude spectrogram is the same at every step
-    target = objective.spectrogram(mixture) if rule.uses_gradient and objective.spectral_weight else None
+    target = (objective.spectrogram(segments(mixture, segment)) if rule.uses_gradient and objective.spectral_weight
+              else None)
     # the first step whose result is not finite, kept on the device: checked once, after the loop, so that no
     # step waits for the device
     first_bad = torch.full((), -1, device=x.device)
     for position in tqdm(range(first, -1, -1), desc="separating", unit="step", disable=not progress, leave=False):
         noise = _randn(x.shape, x, generator)
-        result = guided_step(priors, schedule, position, x, mixture, noise, rule, objective, target)
+        result = guided_step(priors, schedule, position, x, mixture, noise, rule, objective, target, segment)
         # a NaN or inf anywhere makes the sum non-finite: one reduction instead of a test of every element
         bad = (first_bad < 0) & ~torch.isfinite(result.x_next.sum())
         first_bad = torch.where(bad, schedule.timesteps[position].to(x.device), first_bad)
