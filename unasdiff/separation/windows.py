@@ -1,5 +1,10 @@
 """Separating audio of any length in overlapping windows of the length the priors were trained on.
 
+Windows are separated a batch at a time and overlap-added with a Hann cross-fade normalised by the
+sum of the weights, so the joins have no seams and memory does not grow with the number of windows.
+Where the source order is arbitrary (interchangeable sources: the same prior and label, alignment.py),
+each window's are first reordered to agree with the previous window on their shared part.
+
 Priors with no length limit (the spectral-template priors are frame models) can take long blocks instead
 (`guided_blocks`): blocks of whole windows that cover the recording, so that only the blocks overlap; each
 block's windows are guided as if separated on their own (sampler.guided_step's `segment`) while the priors
