@@ -290,8 +290,9 @@ def test_windows_of_same_class_sources_are_aligned():
 def test_blocks_separate_a_one_window_recording_as_windows_do_and_a_long_one_in_blocks(monkeypatch):
     base = ["preset=bundled", "sampler.steps=3", "sampler.n_samples=2", "progress=false"]
     mixture = 0.05 * torch.randn(64000, generator=torch.Generator().manual_seed(0))
-    windowed = Separator.from_config(base).separate_mixture(mixture, ["speech", "sound"], [None, None])[0]
-    blocked = Separator.from_config(base + ["window.block_seconds=16"])
+    windowed = Separator.from_config(base + ["window.block_seconds=null", "window.batch=4"]).separate_mixture(
+        mixture, ["speech", "sound"], [None, None])[0]
+    blocked = Separator.from_config(base)  # the preset's blocks of up to 16 s
     assert torch.allclose(blocked.separate_mixture(mixture, ["speech", "sound"], [None, None])[0], windowed, atol=1e-6)
     calls, separate = [], unasdiff.pipeline.separate
 
