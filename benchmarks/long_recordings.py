@@ -8,15 +8,13 @@ recordings), and each recording is separated by the pipeline at the bundled sett
 template priors fitted there without the validation packages) and the --baseline overrides, and again with the
 --candidate overrides. Each 4 s part of a recording is scored against its own true sources. The table gives each
 system's mean SI-SDRi over the parts, the paired difference candidate - baseline with its standard error, and the
-seconds per recording. Each system's scores go to <results>/speech_sound/long/<overrides tag>/scores.csv (one row
-per part; benchmarks/paired.py reads it), saved recording by recording, so a stopped run resumes.
+seconds per recording. Each system's scores go to <results>/speech_sound/long/<overrides>-<settings id>/scores.csv
+(one row per part; benchmarks/paired.py reads it), saved recording by recording, so a stopped run resumes.
 """
 
 import argparse
 import csv
-import hashlib
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,11 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from paired import mean_and_error  # noqa: E402
 from sample_estimators import ROLES, fitted_priors  # noqa: E402
 
 from unasdiff.data.crops import ResampledCache  # noqa: E402
 from unasdiff.data.mixtures import read_manifest, render  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
+from unasdiff.evaluate import claim_folder, scoring_settings, settings_id  # noqa: E402
 from unasdiff.files import atomic_path  # noqa: E402
 from unasdiff.metrics import si_sdr_improvement  # noqa: E402
 from unasdiff.pipeline import Separator  # noqa: E402
@@ -36,16 +36,19 @@ from unasdiff.pipeline import Separator  # noqa: E402
 PART_SECONDS = 4.0  # the validation mixtures' length
 
 
-def system_folder(results: Path, overrides: list[str]) -> Path:
-    tag = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]
-    return results / "speech_sound" / "long" / (("-".join(overrides) or "bundled")[:80] + f"-{tag}")
+def system_folder(results: Path, separator: Separator, overrides: list[str], entries: list, join: int) -> Path:
+    """<results>/speech_sound/long/<overrides>-<settings id>, its settings.json claimed as scripts/evaluate.py
+    claims its folders: named by everything that changes the scores (the preset's settings included), so that
+    results of other settings are never reused."""
+    settings = {**scoring_settings(separator.cfg, separator, {"mixtures": entries}), "join": join}
+    folder = results / "speech_sound" / "long" / (("-".join(overrides) or "bundled")[:80] + f"-{settings_id(settings)}")
+    claim_folder(folder, settings)
+    return folder
 
 
 def separate_recordings(separator: Separator, recordings: list, folder: Path) -> dict[str, dict]:
     """Each recording (id, mixture [L], sources [K, L], part ids) separated and scored part by part, cached per
     recording in `folder`: {recording id: {"seconds": s, "parts": {part id: SI-SDRi}}}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "overrides.json").write_text(json.dumps(separator.describe(), indent=1))
     done = {}
     for name, mixture, truth, parts in recordings:
         saved = folder / f"{name}.json"
@@ -97,7 +100,8 @@ def main() -> None:
     systems = {}
     for label, overrides in (("baseline", args.baseline), ("candidate", args.candidate)):
         separator = Separator.from_config(common + overrides)
-        systems[label] = (overrides, separate_recordings(separator, recordings, system_folder(args.results, overrides)))
+        folder = system_folder(args.results, separator, overrides, entries[:len(recordings) * args.join], args.join)
+        systems[label] = (overrides, separate_recordings(separator, recordings, folder))
     base = {p: s for r in systems["baseline"][1].values() for p, s in r["parts"].items()}
     print(f"\n{len(recordings)} recordings of {args.join} x {PART_SECONDS:g} s validation mixtures (speech + sound), "
           f"{len(base)} parts, bundled settings and the overrides; SI-SDRi in dB per part\n")
@@ -106,8 +110,7 @@ def main() -> None:
     for label, (overrides, done) in systems.items():
         scores = {p: s for r in done.values() for p, s in r["parts"].items()}
         diffs = [scores[p] - base[p] for p in base]
-        mean = sum(diffs) / len(diffs)
-        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1) / len(diffs))
+        mean, se = mean_and_error(diffs)
         seconds = sum(r["seconds"] for r in done.values()) / len(done)
         print(f"| {label} | {' '.join(overrides) or '(bundled)'} | {sum(scores.values()) / len(scores):+.2f} | "
               f"{mean:+.2f} ± {se:.2f} | {seconds:.1f} |")

@@ -20,6 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 
 
+def mean_and_error(diffs: list[float]) -> tuple[float, float]:
+    """The mean of paired differences and its standard error (std / sqrt(n); 0 for one difference)."""
+    mean = sum(diffs) / len(diffs)
+    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1) / len(diffs))
+
+
 def scores(folder: Path, column: str) -> dict[str, float]:
     path = folder / "scores.csv"
     if not path.is_file():
@@ -42,14 +48,13 @@ def main() -> None:
     if len(common) < 2:
         raise UnasdiffError(f"{args.a.name} and {args.b.name} share {len(common)} scored mixture(s): need 2 or more")
     diffs = [b[k] - a[k] for k in common]
-    mean = sum(diffs) / len(diffs)
-    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    mean, error = mean_and_error(diffs)
     print(f"{len(common)} mixtures scored by both; {args.column}:")
     print("| system | mean |")
     print("| --- | --- |")
     for name, s in ((args.a.name, a), (args.b.name, b)):
         print(f"| {name} | {sum(s[k] for k in common) / len(common):+.2f} |")
-    print(f"\nB - A: {mean:+.2f} ± {std / math.sqrt(len(diffs)):.2f} (s.e.), "
+    print(f"\nB - A: {mean:+.2f} ± {error:.2f} (s.e.), "
           f"B better on {sum(d > 0 for d in diffs)} of {len(diffs)}")
 
 

@@ -12,13 +12,13 @@ samples: all 16, and each half of 8. The table gives the mean SI-SDRi and the pa
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from paired import mean_and_error  # noqa: E402
 
 from unasdiff.data.crops import ResampledCache  # noqa: E402
 from unasdiff.data.mixtures import read_manifest, render  # noqa: E402
@@ -132,8 +132,7 @@ def main() -> None:
         for name in dict.fromkeys(r["estimator"] for r in rows):
             values = {r["id"]: r["si_sdri"] for r in rows if r["samples"] == subset and r["estimator"] == name}
             diffs = [values[i] - base[i] for i in base]
-            mean = sum(diffs) / len(diffs)
-            se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1) / len(diffs))
+            mean, se = mean_and_error(diffs)
             print(f"| {subset} | {name} | {sum(values.values()) / len(values):+.2f} | {mean:+.2f} ± {se:.2f} |")
 
 

@@ -260,7 +260,8 @@ def scoring_settings(cfg: DictConfig, separator: Separator, manifest: dict) -> d
         "priors": {role: {"config": OmegaConf.to_container(p.config, resolve=True), "checkpoint": str(p.checkpoint),
                           "sha256": file_digest(p.checkpoint)} for role, p in sorted(separator.priors.items())},
         **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("sampler", "level", "window", "auto_label")},
-        "labels": cfg.labels, "seed": cfg.seed, "sample_rate": cfg.sample_rate, "device": separator.device.type,
+        "labels": OmegaConf.to_container(cfg.labels) if OmegaConf.is_config(cfg.labels) else cfg.labels,
+        "seed": cfg.seed, "sample_rate": cfg.sample_rate, "device": separator.device.type,
         "template_gradient": cfg.template_gradient,
     }
 
