@@ -97,7 +97,7 @@ def test_preset_auto_takes_the_bundled_priors_and_whatever_the_command_line_sets
     assert (cfg.sampler.n_samples, cfg.sampler.start_step, cfg.sampler.consistency) == (16, 174, "wiener")  # preset's
     assert (cfg.template_gradient, cfg.window.overlap, cfg.window.batch, cfg.window.block_seconds) == (
         "wiener", 0.125, 1, 16)  # preset's
-    assert cfg.sampler.speaker_grouping == 0.25  # preset's
+    assert cfg.sampler.speaker_grouping == 0.064  # preset's
     assert compose_config("separate", ["sampler.speaker_grouping=null"]).sampler.speaker_grouping is None
     assert compose_config("separate", ["sampler.n_samples=2"]).sampler.n_samples == 2
     mine = compose_config("separate", ["template_gradient=exact", "window.overlap=0.5"])

@@ -2,11 +2,13 @@
 
 Under one prior, two talkers are interchangeable (alignment.py), and within one estimate the order wanders:
 a short stretch of the first output is the second talker. Grouping reorders the sources segment by
-segment (a quarter of a second, say) so that each output keeps one pitch: every segment of every source
-gets its mean log-f0 (frames weighted by energy and voicing), and k-means with cannot-link constraints
+segment (64 ms, say) so that each output keeps one pitch: every segment of every source gets its mean
+log-f0 (frames weighted by energy and the square of voicing), and k-means with cannot-link constraints
 (Wagstaff et al., 2001: the sources of one segment go to different outputs) picks for every segment the
 order that puts each source nearest its output's centroid. Pitch is the cue by which listeners follow one
-talker among two (sequential grouping, Bregman, 1990); orders change with a short cross-fade.
+talker among two (sequential grouping, Bregman, 1990); orders change with a short cross-fade. Where both
+talkers sound, every source holds some of each and its pitch is the louder talker's; so each source's pitch
+is read from the time-frequency bins it dominates (its STFT weighted by |X|^p / sum over the group of |X|^p).
 """
 
 import itertools
@@ -18,6 +20,7 @@ import torch
 PITCH_RANGE_HZ = (70.0, 400.0)
 PITCH_FRAME = 1024  # 64 ms at 16 kHz: two periods of the lowest pitch
 HOP = 256
+DOMINANCE_POWER = 4  # p above: each source's pitch is read mostly from the bins where it is the loudest
 RESTARTS = 8  # the first from the order as it is, the others from random orders
 ITERATIONS = 30
 
@@ -63,6 +66,15 @@ def pitch_frames(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(x, (PITCH_FRAME // 2, PITCH_FRAME // 2)).unfold(-1, PITCH_FRAME, HOP)
 
 
+def dominant_parts(x: torch.Tensor) -> torch.Tensor:
+    """x [M, L] -> [M, L]: each source's STFT (PITCH_FRAME, HOP) weighted by its share |X|^p / sum |X|^p."""
+    window = torch.hann_window(PITCH_FRAME, device=x.device, dtype=x.dtype)
+    spectra = torch.stft(x, PITCH_FRAME, HOP, window=window, return_complex=True)  # [M, F, N]
+    magnitude = spectra.abs().pow(DOMINANCE_POWER)
+    share = magnitude / magnitude.sum(0, keepdim=True).clamp_min(1e-30)
+    return torch.istft(spectra * share, PITCH_FRAME, HOP, window=window, length=x.shape[-1])
+
+
 def log_pitch(frames: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """pitch_frames [M, N, PITCH_FRAME] -> log f0 [M, N] and voicing [M, N]: the lag of the largest normalised
     autocorrelation within PITCH_RANGE_HZ and that autocorrelation's value (1: periodic)."""
@@ -78,11 +90,12 @@ def log_pitch(frames: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, tor
 
 def segment_features(x: torch.Tensor, segment: int, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [M, L] -> the standardised mean log-f0 of every segment [S, M, 1] and its weight [S, M]: the sum over
-    the segment's frames of energy (relative to the source's loudest frame) times voicing."""
-    frames = pitch_frames(x)
+    the segment's frames of energy (relative to the source's loudest frame) times voicing squared, both read
+    from the source's dominant part (dominant_parts)."""
+    frames = pitch_frames(dominant_parts(x))
     pitch, voicing = log_pitch(frames, sample_rate)
     energy = frames.pow(2).sum(-1)
-    weight = energy / energy.amax(-1, keepdim=True).clamp_min(1e-30) * voicing.clamp_min(0)  # [M, N]
+    weight = energy / energy.amax(-1, keepdim=True).clamp_min(1e-30) * voicing.clamp_min(0).pow(2)  # [M, N]
     count = math.ceil(x.shape[-1] / segment)
     owner = (torch.arange(pitch.shape[1], device=x.device) * HOP // segment).clamp_max(count - 1)
     one_hot = torch.nn.functional.one_hot(owner, count).to(x.dtype)  # [N, S]
