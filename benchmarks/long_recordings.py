@@ -2,6 +2,9 @@
 
     python benchmarks/small_priors.py --validation --task speech_sound --manifest-size 60 --systems hybrid-50-16samples
     python benchmarks/long_recordings.py --results results/validation --candidate window.block_seconds=16 window.batch=1
+    python benchmarks/small_priors.py --validation --task sound_sound --manifest-size 60 --systems hybrid-50-16samples
+    python benchmarks/long_recordings.py --results results/validation --task sound_sound \
+        --candidate window.block_seconds=null window.batch=4
     python benchmarks/small_priors.py --validation --task speech_speech --manifest-size 40 --systems hybrid-50-16samples
     python benchmarks/long_recordings.py --results results/validation --task speech_speech \
         --candidate window.block_seconds=null window.batch=4
@@ -13,6 +16,9 @@ template priors fitted there without the validation packages) and the --baseline
 system's mean SI-SDRi over the parts, the paired difference candidate - baseline with its standard error, and the
 seconds per recording. Each system's scores go to <results>/speech_sound/long/<overrides>-<settings id>/scores.csv
 (one row per part; benchmarks/paired.py reads it), saved recording by recording, so a stopped run resumes.
+
+sound_sound: joined as speech_sound, with no labels given: the two sounds are interchangeable and change with every
+part, so each part is scored in its own best order.
 
 speech_speech: two talkers throughout. Consecutive pairs of the validation voices (<results>/mixtures/speech-voices,
 written by small_priors.py) each make one recording: each voice's streams joined (36 s), both talkers at levels
@@ -46,6 +52,9 @@ from unasdiff.pipeline import Separator  # noqa: E402
 
 PART_SECONDS = 4.0  # the validation mixtures' length
 VOICES = "speech-voices"  # small_priors.py's folder of one voice per sub-folder
+# how each task's outputs are ordered for scoring: the labels are not given, so two sources of one role are
+# interchangeable; two talkers stay themselves over the whole recording, two sounds change with every part
+ORDER = {"speech_sound": "fixed", "speech_speech": "recording", "sound_sound": "part"}
 
 
 def system_folder(results: Path, task: str, separator: Separator, overrides: list[str], entries: list,
@@ -59,11 +68,11 @@ def system_folder(results: Path, task: str, separator: Separator, overrides: lis
     return folder
 
 
-def separate_recordings(separator: Separator, recordings: list, folder: Path, interchangeable: bool) -> dict:
+def separate_recordings(separator: Separator, recordings: list, folder: Path, order: str) -> dict:
     """Each recording (id, mixture [L], sources [K, L], part ids) separated and scored part by part, cached per
     recording in `folder`: {recording id: {"seconds": s, "parts": {part id: SI-SDRi}, "other_order": [bool]}}.
-    Interchangeable sources are scored in the order of the outputs best over the whole recording; "other_order"
-    marks the parts that the other order would score better."""
+    `order` (ORDER): the outputs scored in their own order, in the order best over the whole recording, or in
+    each part's best order; "other_order" marks the parts that another order would score better."""
     done = {}
     roles = separator.roles
     for name, mixture, truth, parts in recordings:
@@ -73,15 +82,15 @@ def separate_recordings(separator: Separator, recordings: list, folder: Path, in
             sources = separator.separate_mixture(mixture, roles, [None] * len(roles))[0]
             seconds = time.perf_counter() - started
             part = round(PART_SECONDS * separator.cfg.sample_rate)
-            orders = list(itertools.permutations(range(len(roles)))) if interchangeable else [tuple(range(len(roles)))]
+            orders = list(itertools.permutations(range(len(roles)))) if order != "fixed" else [tuple(range(len(roles)))]
             scores = torch.stack([si_sdr_improvement(sources[list(order)].unflatten(-1, (-1, part)).transpose(0, 1),
                                                      truth.unflatten(-1, (-1, part)).transpose(0, 1),
                                                      mixture.unflatten(-1, (-1, part))).mean(-1)
                                   for order in orders])  # [orders, parts]
-            best = int(scores.sum(-1).argmax())
+            best = scores.amax(0) if order == "part" else scores[int(scores.sum(-1).argmax())]
             with atomic_path(saved) as tmp:
-                Path(tmp).write_text(json.dumps({"seconds": seconds, "parts": dict(zip(parts, scores[best].tolist())),
-                                                 "other_order": (scores.amax(0) > scores[best]).tolist()}))
+                Path(tmp).write_text(json.dumps({"seconds": seconds, "parts": dict(zip(parts, best.tolist())),
+                                                 "other_order": (scores.amax(0) > best).tolist()}))
             print(f"{folder.name}: {name} in {seconds:.1f} s", flush=True)
         done[name] = json.loads(saved.read_text())
     with atomic_path(folder / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -92,7 +101,8 @@ def separate_recordings(separator: Separator, recordings: list, folder: Path, in
 
 
 def joined_mixtures(results: Path, manifest: dict, join: int) -> tuple[list, list]:
-    """speech_sound: the validation mixtures joined `join` at a time -> (recordings, their manifest entries)."""
+    """speech_sound, sound_sound: the validation mixtures joined `join` at a time -> (recordings, their manifest
+    entries)."""
     entries, rate = manifest["mixtures"], manifest["sample_rate"]
     roots = {role: results / "mixtures" / role for role in ROLES}
     cache = ResampledCache(rate, None)
@@ -110,10 +120,10 @@ def joined_mixtures(results: Path, manifest: dict, join: int) -> tuple[list, lis
 def talker_recordings(results: Path, manifest: dict) -> tuple[list, list]:
     """speech_speech: one recording per consecutive pair of validation voices, each voice's streams joined and
     cut to whole parts of the shorter, at levels drawn from the recipe -> (recordings, their descriptions)."""
-    voices = sorted(p for p in (results / "mixtures" / VOICES).iterdir() if p.is_dir()) \
-        if (results / "mixtures" / VOICES).is_dir() else []
+    folder = results / "mixtures" / VOICES
+    voices = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if len(voices) < 2:
-        raise UnasdiffError(f"no voices in {results / 'mixtures' / VOICES}: run benchmarks/small_priors.py "
+        raise UnasdiffError(f"no voices in {folder}: run benchmarks/small_priors.py "
                             f"--validation --task speech_speech first")
     rate, (low, high) = manifest["sample_rate"], manifest["recipe"]["level_dbfs"]
     part = round(PART_SECONDS * rate)
@@ -136,8 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, required=True, help="benchmarks/small_priors.py --validation --results")
     parser.add_argument("--fit", default="*", help="the fit id of the priors (<results>/priors/template_*-<fit>.pt)")
-    parser.add_argument("--task", choices=("speech_sound", "speech_speech"), default="speech_sound")
-    parser.add_argument("--join", type=int, default=15, help="speech_sound: mixtures per recording (15: 60 s)")
+    parser.add_argument("--task", choices=list(ORDER), default="speech_sound")
+    parser.add_argument("--join", type=int, default=15, help="joined tasks: mixtures per recording (15: 60 s)")
     parser.add_argument("--baseline", nargs="*", default=[], metavar="OVERRIDE", help="default: the bundled settings")
     parser.add_argument("--candidate", nargs="+", required=True, metavar="OVERRIDE")
     args = parser.parse_args()
@@ -156,11 +166,12 @@ def main() -> None:
     for label, overrides in (("baseline", args.baseline), ("candidate", args.candidate)):
         separator = Separator.from_config(common + overrides)
         folder = system_folder(args.results, args.task, separator, overrides, described, 0 if talkers else args.join)
-        systems[label] = (overrides, separate_recordings(separator, recordings, folder, talkers))
+        systems[label] = (overrides, separate_recordings(separator, recordings, folder, ORDER[args.task]))
     base = {p: s for r in systems["baseline"][1].values() for p, s in r["parts"].items()}
     what = (f"two validation voices each, {len(base)} parts of {PART_SECONDS:g} s, scored in each recording's best "
             f"order" if talkers else
-            f"{args.join} x {PART_SECONDS:g} s validation mixtures (speech + sound), {len(base)} parts")
+            f"{args.join} x {PART_SECONDS:g} s validation mixtures ({args.task}), {len(base)} parts"
+            + (", each scored in its best order" if ORDER[args.task] == "part" else ""))
     print(f"\n{len(recordings)} recordings of {what}; bundled settings and the overrides; SI-SDRi in dB per part\n")
     print("| system | overrides | SI-SDRi | vs the baseline (paired) | parts in the other order | s per recording |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -172,6 +183,7 @@ def main() -> None:
         seconds = sum(r["seconds"] for r in done.values()) / len(done)
         print(f"| {label} | {' '.join(overrides) or '(bundled)'} | {sum(scores.values()) / len(scores):+.2f} | "
               f"{mean:+.2f} ± {se:.2f} | {sum(other) / len(other) if other else 0:.2f} | {seconds:.1f} |")
+
 
 if __name__ == "__main__":
     run_or_exit(main)

@@ -154,18 +154,37 @@ def test_samples_of_interchangeable_sources_are_relabelled_before_the_average():
     assert interchangeable_groups([p, q], [None, None]) == []
 
 
+def test_the_windows_of_a_block_are_relabelled_each_on_its_own():
+    from unasdiff.separation.alignment import align_samples, align_samples_by_segment
+    g = torch.Generator().manual_seed(1)
+    first, second = torch.randn(2, 2, 1000, generator=g)  # two windows of 1000 samples of two sources
+    # three samples hold one order in both windows, two swap the order in the second window
+    windows = [(first, second)] * 3 + [(first, second.flip(0))] * 2
+    samples = torch.stack([torch.cat(pair, dim=-1) for pair in windows])[None]  # [1, 5, 2, 2000]
+    samples = samples + 0.1 * torch.randn(samples.shape, generator=g)
+    truth = torch.cat([first, second], dim=-1)
+    whole = align_samples(samples, [[0, 1]]).mean(1)[0]
+    in_windows = [si_sdr(whole[:, w], truth[:, w]).min() for w in (slice(0, 1000), slice(1000, 2000))]
+    assert min(in_windows) < 8.0  # one order per block: one of its windows is a blend
+    by_window = align_samples_by_segment(samples, [[0, 1]], 1000).mean(1)[0]
+    assert si_sdr(by_window, truth).min() > 20.0
+    for segment in (None, 2000):
+        assert torch.equal(align_samples_by_segment(samples, [[0, 1]], segment), align_samples(samples, [[0, 1]]))
+    assert torch.equal(align_samples_by_segment(samples, [], 1000), samples)
+
+
 def test_a_shared_prior_averages_its_relabelled_samples(oracle, monkeypatch):
     import unasdiff.separation as separation
     sources, truth, mixture = oracle
     shared, other = GaussianPrior(sources[0]), GaussianPrior(sources[1])
     seen = []
-    relabel = separation.align_samples
+    relabel = separation.align_samples_by_segment
 
-    def recorded(samples, groups):
+    def recorded(samples, groups, segment):
         seen.append(groups)
-        return relabel(samples, groups)
+        return relabel(samples, groups, segment)
 
-    monkeypatch.setattr(separation, "align_samples", recorded)
+    monkeypatch.setattr(separation, "align_samples_by_segment", recorded)
     mean, samples = separate(mixture[:2], [shared, other, shared], steps=10, n_samples=3, return_samples=True,
                              generator=torch.Generator().manual_seed(3))
     assert seen == [[[0, 2]]]

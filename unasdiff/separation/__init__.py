@@ -10,7 +10,7 @@ import torch
 
 from ..audio import is_silent
 from ..diffusion import DiffusionSchedule
-from .alignment import align_samples, interchangeable_groups
+from .alignment import align_samples_by_segment, interchangeable_groups
 from .consistency import CONSISTENCY, mixture_consistent
 from .guidance import RULES, make_rule
 from .objective import ReconstructionObjective
@@ -54,8 +54,8 @@ def separate(
         `start_step` (default the last step, as in the reference).
     n_samples: posterior samples per mixture; the result is their average (the Monte-Carlo posterior
         mean), and `return_samples=True` also returns them all as [B, M, K, L]. Sources that share a
-        prior and a label are interchangeable: each sample's are reordered to agree before the average
-        (alignment.py).
+        prior and a label are interchangeable: each sample's are reordered to agree before the average,
+        in each `segment` on its own (alignment.py).
     consistency: "none" (as the reference), "equal" or "wiener": hand the part of the mixture the
         estimate leaves out back to the sources, so that they sum to it; "mask": filter the mixture with
         the estimates' powers (consistency.py); the returned samples get no consistency step.
@@ -86,8 +86,9 @@ def separate(
         repeated = mixture[active].repeat_interleave(n_samples, dim=0)  # the M samples of a mixture are adjacent
         out = sample(source_priors, repeated, schedule, rule, objective, init=init, init_step=init_step,
                      start_step=start_step, generator=generator, progress=progress, segment=segment)
-        samples[active] = align_samples(out.view(-1, n_samples, k, length),
-                                        interchangeable_groups(source_priors.priors, source_priors.labels))
+        samples[active] = align_samples_by_segment(out.view(-1, n_samples, k, length),
+                                                   interchangeable_groups(source_priors.priors, source_priors.labels),
+                                                   segment)
     estimate = samples.mean(dim=1)
     if active.any():
         estimate[active] = mixture_consistent(estimate[active], mixture[active], consistency)
