@@ -83,10 +83,10 @@ def separate_recordings(separator: Separator, recordings: list, folder: Path, or
             seconds = time.perf_counter() - started
             part = round(PART_SECONDS * separator.cfg.sample_rate)
             orders = list(itertools.permutations(range(len(roles)))) if order != "fixed" else [tuple(range(len(roles)))]
-            scores = torch.stack([si_sdr_improvement(sources[list(order)].unflatten(-1, (-1, part)).transpose(0, 1),
+            scores = torch.stack([si_sdr_improvement(sources[list(outputs)].unflatten(-1, (-1, part)).transpose(0, 1),
                                                      truth.unflatten(-1, (-1, part)).transpose(0, 1),
                                                      mixture.unflatten(-1, (-1, part))).mean(-1)
-                                  for order in orders])  # [orders, parts]
+                                  for outputs in orders])  # [orders, parts]
             best = scores.amax(0) if order == "part" else scores[int(scores.sum(-1).argmax())]
             with atomic_path(saved) as tmp:
                 Path(tmp).write_text(json.dumps({"seconds": seconds, "parts": dict(zip(parts, best.tolist())),
@@ -159,7 +159,7 @@ def main() -> None:
     priors = fitted_priors(args.results, args.fit)
     common = ["preset=bundled", "progress=false", f"task={args.task}"]
     common += [f"checkpoints.{role}={path}" for role, path in priors.items()]
-    talkers = args.task == "speech_speech"
+    talkers = ORDER[args.task] == "recording"
     recordings, described = (talker_recordings(args.results, manifest) if talkers
                              else joined_mixtures(args.results, manifest, args.join))
     systems = {}
