@@ -75,6 +75,19 @@ def test_grouping_puts_leaky_voices_back_in_their_outputs(leaky):
     assert torch.allclose(out[:, inside], leaky[:, inside], atol=1e-6)
 
 
+def test_timbre_tells_apart_two_voices_of_one_pitch():
+    """Voices of the same f0, one dark and one bright: pitch alone cannot reorder them, their MFCCs can."""
+    same_pitch = torch.stack([voice(160, 12.0, 3.0, 0.0), voice(160, 1.0, 3.0, 1.3)])
+    pitch_only, with_timbre = SegmentGrouping(0.25, RATE), SegmentGrouping(0.25, RATE, timbre_weight=0.5)
+    mixed = scrambled(same_pitch, pitch_only.segment, [1, 2, 5, 8, 9, 10])
+    for grouping, regrouped in [(pitch_only, False), (with_timbre, True)]:
+        out = grouping(mixed[None], [[0, 1]])[0]
+        out = permute_sources(out[None], best_permutation(out[None], same_pitch[None]))[0]
+        assert (min(si_sdr(out[k], same_pitch[k]).item() for k in range(2)) > 10) == regrouped
+    inside = away_from_boundaries(same_pitch.shape[-1], with_timbre)
+    assert torch.allclose(out[:, inside], same_pitch[:, inside], atol=1e-6)
+
+
 def test_grouping_leaves_sources_that_are_already_one_voice_each_as_they_are(voices):
     grouping = SegmentGrouping(0.25, RATE)
     assert torch.equal(grouping(voices[None], [[0, 1]])[0], voices)
@@ -121,7 +134,8 @@ def test_speaker_grouping_acts_on_two_talkers_and_on_nothing_else(voices):
     assert torch.equal(*with_and_without("sound_sound"))
 
 
-@pytest.mark.parametrize("seconds, rate", [(0.0, RATE), (-0.5, RATE), (0.25, 400), (0.25, 96000)])
-def test_grouping_refuses_a_segment_or_rate_it_cannot_work_with(seconds, rate):
-    with pytest.raises(ValueError, match="grouping tracks pitch at sample rates|must be > 0"):
-        SegmentGrouping(seconds, rate)
+@pytest.mark.parametrize("seconds, rate, timbre", [(0.0, RATE, 0.0), (-0.5, RATE, 0.0), (0.25, 400, 0.0),
+                                                   (0.25, 96000, 0.0), (0.25, RATE, -1.0)])
+def test_grouping_refuses_a_segment_rate_or_weight_it_cannot_work_with(seconds, rate, timbre):
+    with pytest.raises(ValueError, match="grouping tracks pitch at sample rates|must be > 0|must be >= 0"):
+        SegmentGrouping(seconds, rate, timbre_weight=timbre)

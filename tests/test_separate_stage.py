@@ -125,10 +125,12 @@ def test_a_pure_noise_start_below_the_last_step_is_refused_with_the_fix():
 
 
 @needs_no_published
-@pytest.mark.parametrize("value", ["-1", "0", "abc"])
-def test_a_speaker_grouping_that_is_not_a_positive_number_is_refused_with_the_fix(value):
-    with pytest.raises(UnasdiffError, match=rf"sampler.speaker_grouping={value}: .*such as 0.25, or null"):
-        Separator(compose_config("separate", [f"sampler.speaker_grouping={value}"]))
+@pytest.mark.parametrize("setting, value", [("grouping", "-1"), ("grouping", "0"), ("grouping", "abc"),
+                                            ("timbre", "-0.5"), ("timbre", "abc")])
+def test_a_speaker_grouping_or_timbre_weight_out_of_range_is_refused_with_the_fix(setting, value):
+    with pytest.raises(UnasdiffError, match=rf"sampler.speaker_{setting}={value}\b.*: .*such as 0.25 \(null: no "
+                                            rf"grouping\) and a timbre weight such as 0.5"):
+        Separator(compose_config("separate", [f"sampler.speaker_{setting}={value}"]))
 
 
 @needs_no_published

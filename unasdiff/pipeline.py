@@ -163,15 +163,17 @@ def working_gain(mixture: torch.Tensor, level: DictConfig, num_sources: int) -> 
     raise UnasdiffError(f"level.mode must be rms, peak or none, not {level.mode!r}")
 
 
-def segment_grouping(seconds, sample_rate: int) -> SegmentGrouping | None:
-    """The grouping of interchangeable speech sources that sampler.speaker_grouping asks for (None: off)."""
+def segment_grouping(seconds, timbre, sample_rate: int) -> SegmentGrouping | None:
+    """The grouping of interchangeable speech sources that sampler.speaker_grouping (segment seconds) and
+    sampler.speaker_timbre (the weight of timbre beside pitch) ask for (None: off)."""
     if seconds is None:
         return None
     try:
-        return SegmentGrouping(float(seconds), sample_rate)
+        return SegmentGrouping(float(seconds), sample_rate, timbre_weight=float(timbre))
     except (TypeError, ValueError) as err:
-        raise UnasdiffError(f"sampler.speaker_grouping={seconds}: {err}; give seconds such as 0.25, "
-                            f"or null for no grouping") from None
+        raise UnasdiffError(f"sampler.speaker_grouping={seconds} sampler.speaker_timbre={timbre}: {err}; give "
+                            f"seconds such as 0.25 (null: no grouping) and a timbre weight such as 0.5 "
+                            f"(0: pitch alone)") from None
 
 
 class Separator:
@@ -189,7 +191,8 @@ class Separator:
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu":
             tune_cpu_allocator()
-        self.grouping = segment_grouping(cfg.sampler.speaker_grouping, cfg.sample_rate)
+        self.grouping = segment_grouping(cfg.sampler.speaker_grouping, cfg.sampler.speaker_timbre,
+                                         cfg.sample_rate)
         self.roles = list(cfg.task.sources or [])  # the task's sources, in output order
         self.priors = load_priors(cfg, roles or self.roles, self.device)
         limited = [role for role, p in self.priors.items() if not isinstance(p.net, SpectralTemplatePrior)]
@@ -214,7 +217,9 @@ class Separator:
         lines.append(f"sampler: {s.method}, {s.steps} steps from {start}, {init}, mean of {s.n_samples} sample(s), "
                      f"consistency {s.consistency}"
                      + ("" if s.speaker_grouping is None
-                        else f", talkers grouped by pitch per {s.speaker_grouping:g} s"))
+                        else ", talkers grouped by pitch" + (f" and timbre (weight {s.speaker_timbre:g})"
+                                                              if s.speaker_timbre else "")
+                        + f" per {s.speaker_grouping:g} s"))
         templates = any(isinstance(m, SpectralTemplatePrior) for p in self.priors.values() for m in p.net.modules())
         blocks = "" if cfg.window.block_seconds is None else f" in blocks of up to {cfg.window.block_seconds:g} s"
         lines.append(f"windows: {cfg.window.seconds:g} s{blocks}, overlap {cfg.window.overlap:g}, "
