@@ -189,7 +189,7 @@ def speech_folder(args) -> str:
 
 def system_config(name: str, args) -> DictConfig:
     speech, sound = PRIORS[args.priors]
-    overrides = [*SYSTEMS[name], f"sampler.consistency={args.consistency}", *args.sampler,
+    overrides = [*SYSTEMS[name], f"sampler.consistency={args.consistency}",
                  f"system={system_name(name, args)}",
                  f"results_root={args.results}",
                  f"priors.speech={speech}", f"priors.sound={sound}", "progress=false", "write_wavs=3",
@@ -206,6 +206,7 @@ def system_config(name: str, args) -> DictConfig:
                       f"max_mixtures={args.mixtures or 'null'}", f"make_manifest={not manifest.exists()}",
                       f"data.speech_folder={args.audio / speech_folder(args)}",
                       f"data.sound_folder={args.audio / 'sound'}"]
+    overrides += args.sampler
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="evaluate", overrides=overrides)
 
@@ -232,7 +233,8 @@ def main() -> None:
     parser.add_argument("--fit", nargs="+", default=[], metavar="OVERRIDE",
                         help="--validation: fit_template_prior overrides of the template priors fitted here")
     parser.add_argument("--sampler", nargs="+", default=[], metavar="OVERRIDE",
-                        help="evaluate.py sampler overrides for every system (e.g. sampler.rules.hybrid.scale=0.05)")
+                        help="evaluate.py overrides for every system, applied after this script's own "
+                             "(e.g. sampler.rules.hybrid.scale=0.05, write_wavs=40)")
     parser.add_argument("--priors", choices=list(PRIORS), default="template")
     parser.add_argument("--data", type=Path, default=DEMO_DATA,
                         help="the demo audio (scripts/gather_demo_audio.py --out): train/ and heldout/")
