@@ -49,6 +49,7 @@ from unasdiff.config import CONFIG_DIR, REPO_ROOT  # noqa: E402
 from unasdiff.data.corpora import folder_clips  # noqa: E402
 from unasdiff.errors import UnasdiffError, run_or_exit  # noqa: E402
 from unasdiff.evaluate import run as evaluate  # noqa: E402
+from unasdiff.files import write_text  # noqa: E402
 from unasdiff.separation import CONSISTENCY  # noqa: E402
 from unasdiff.template_fitting import fit as fit_template  # noqa: E402
 
@@ -148,6 +149,17 @@ def write_voice_streams(package: Path, voice_glob: str, out: Path, seed: int) ->
         partial.rename(folder)
 
 
+def claim_seed(results: Path, seed: int) -> None:
+    """Record in <results>/seed the --seed that its streams, manifests and priors are drawn with (once); refuse
+    another, since those would be reused as they are."""
+    path = results / "seed"
+    if path.is_file() and path.read_text().strip() != str(seed):
+        raise UnasdiffError(f"{results} was made with --seed {path.read_text().strip()}: give --seed {seed} "
+                            f"another --results folder")
+    if not path.is_file():
+        write_text(path, f"{seed}\n")
+
+
 def validation_priors(args) -> None:
     """Fit template priors without VALIDATION_PACKAGES (once) and point args.speech/args.sound at them;
     link the held-out packages into <results>/mixtures/<role>/ for the validation mixtures."""
@@ -245,6 +257,7 @@ def main() -> None:
     args.results = args.results or str(REPO_ROOT / "results" / ("validation" if args.validation else "small_priors"))
     args.audio = Path(args.results) / "mixtures" if args.validation else args.data / "heldout"
     args.fit_id = None
+    claim_seed(Path(args.results), args.seed)
     args.checkpoint_id = checkpoint_id([args.speech, args.sound])
     if args.validation:
         if args.priors != "template" and not (args.speech and args.sound):
