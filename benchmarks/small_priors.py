@@ -153,11 +153,11 @@ def claim_seed(results: Path, seed: int) -> None:
     """Record in <results>/seed the --seed that its streams, manifests and priors are drawn with (once); refuse
     another, since those would be reused as they are."""
     path = results / "seed"
-    if path.is_file() and path.read_text().strip() != str(seed):
-        raise UnasdiffError(f"{results} was made with --seed {path.read_text().strip()}: give --seed {seed} "
-                            f"another --results folder")
-    if not path.is_file():
+    recorded = path.read_text().strip() if path.is_file() else None
+    if recorded is None:
         write_text(path, f"{seed}\n")
+    elif recorded != str(seed):
+        raise UnasdiffError(f"{results} was made with --seed {recorded}: give --seed {seed} another --results folder")
 
 
 def validation_priors(args) -> None:
